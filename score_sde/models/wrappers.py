@@ -1,0 +1,119 @@
+"""Turn a network's output into a score, a noise prediction or a denoiser.
+
+Backbones (``score_sde.models``) map ``net(x, labels) -> tensor shaped like x`` with ``labels``
+one float per sample, ``(B,)``. What the output means and which label the network sees is
+decided here, outside the network:
+
+``output``
+    ``"score"``: the score itself; ``"eps"``: the noise z (score = ``-eps / sigma``);
+    ``"x0"``: the clean data (score = ``(alpha x0 - x) / sigma^2``); ``"edm"``: EDM's
+    preconditioned denoiser (Karras et al. 2022) on ``x / alpha`` at noise ``sigma / alpha``,
+    with ``c_skip, c_out, c_in, c_noise = log(sigma_edm) / 4``.
+``time_label``
+    ``"t"``: the continuous time ``label_scale * t`` (the paper's VP nets use ``label_scale=999``);
+    ``"timestep"``: DDPM's integer-step label ``N t / T - 1`` (a float between grid points);
+    ``"sigma"`` / ``"log_sigma"``: the marginal std or its log (NCSN-style conditioning);
+    ``"edm"``: EDM's ``c_noise``; or any callable ``(t) -> (B,)``.
+
+A :class:`ScoreModel` is itself a plain ``score_fn(x, t)``, so it plugs into every sampler,
+likelihood and loss of the package.
+"""
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import torch
+from torch import nn
+
+from ..sde import SDE
+from ..utils import append_dims
+
+__all__ = ["ScoreModel", "OUTPUTS", "TIME_LABELS"]
+
+OUTPUTS = ("score", "eps", "x0", "edm")
+TIME_LABELS = ("t", "timestep", "sigma", "log_sigma", "edm")
+
+
+class ScoreModel(nn.Module):
+    """``score_fn(x, t)`` built from a backbone ``net(x, labels)`` and an SDE.
+
+    Args:
+        net: the backbone; ``net(x, labels)`` with ``x (B, ...)``, ``labels (B,)``.
+        sde: the forward SDE whose alpha(t), sigma(t) define the parameterisation.
+        output: what the net predicts, one of ``OUTPUTS``.
+        time_label: how t becomes the net's label, one of ``TIME_LABELS`` or a callable.
+            Defaults to ``"edm"`` for ``output="edm"`` and ``"t"`` otherwise.
+        label_scale: multiplies the label for ``time_label="t"``.
+        sigma_data: EDM's data std (``output="edm"`` only).
+    """
+
+    def __init__(self, net: nn.Module, sde: SDE, output: str = "eps",
+                 time_label: Union[str, Callable, None] = None, label_scale: float = 1.0, sigma_data: float = 0.5):
+        super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if time_label is None:
+            time_label = "edm" if output == "edm" else "t"
+        if not callable(time_label) and time_label not in TIME_LABELS:
+            raise ValueError(f"time_label must be one of {TIME_LABELS} or a callable, got {time_label!r}")
+        self.net = net
+        self.sde = sde
+        self.output = output
+        self.time_label = time_label
+        self.label_scale = float(label_scale)
+        self.sigma_data = float(sigma_data)
+
+    def labels(self, t: torch.Tensor) -> torch.Tensor:
+        """The conditioning label the backbone sees at times t, ``(B,)``."""
+        tl = self.time_label
+        if callable(tl):
+            return tl(t)
+        if tl == "t":
+            return t * self.label_scale
+        if tl == "timestep":
+            return self.sde.t_to_timestep(t)
+        if tl == "sigma":
+            return self.sde.sigma(t)
+        if tl == "log_sigma":
+            return torch.log(self.sde.sigma(t))
+        return 0.25 * torch.log(self.sde.sigma(t) / self.sde.alpha(t))  # edm c_noise
+
+    def _raw(self, x, t):
+        """Network output and the per-sample alpha, sigma used to read it."""
+        alpha, sigma = self.sde.alpha(t), self.sde.sigma(t)
+        if self.output == "edm":
+            sd2 = self.sigma_data ** 2
+            s_edm = sigma / alpha
+            c_in = 1.0 / torch.sqrt(s_edm ** 2 + sd2)
+            x_scaled = x / append_dims(alpha, x.ndim)
+            out = self.net(x_scaled * append_dims(c_in, x.ndim), self.labels(t))
+            c_skip = sd2 / (s_edm ** 2 + sd2)
+            c_out = s_edm * self.sigma_data * c_in
+            x0 = append_dims(c_skip, x.ndim) * x_scaled + append_dims(c_out, x.ndim) * out
+            return x0, alpha, sigma
+        return self.net(x, self.labels(t)), alpha, sigma
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The score ``grad_x log p_t(x)``, shaped like x."""
+        out, alpha, sigma = self._raw(x, t)
+        if self.output == "score":
+            return out
+        if self.output == "eps":
+            return -out / append_dims(sigma, x.ndim)
+        # x0 and edm both yield a data prediction
+        return (append_dims(alpha, x.ndim) * out - x) / append_dims(sigma ** 2, x.ndim)
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Posterior-mean estimate of x_0, shaped like x."""
+        out, alpha, sigma = self._raw(x, t)
+        if self.output in ("x0", "edm"):
+            return out
+        if self.output == "eps":
+            return (x - append_dims(sigma, x.ndim) * out) / append_dims(alpha, x.ndim)
+        return (x + append_dims(sigma ** 2, x.ndim) * out) / append_dims(alpha, x.ndim)
+
+    def noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Noise estimate ``eps_hat = -sigma * score``, shaped like x."""
+        if self.output == "eps":
+            return self._raw(x, t)[0]
+        return -append_dims(self.sde.sigma(t), x.ndim) * self.forward(x, t)
