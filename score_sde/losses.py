@@ -83,11 +83,11 @@ class DSMLoss:
             device = generator.device
         if self.time_sampling == "discrete":
             i = torch.randint(0, self.sde.N, (batch,), generator=generator, device=device)
-            return self.sde.timestep_to_t(i).to(dtype)
+            return self.sde.timestep_to_t(i.to(torch.float64)).to(dtype)
         u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
         if self.time_sampling == "uniform":
             return (self.eps + u * (self.sde.T - self.eps)).to(dtype)
-        grid_u, grid_t = self._icdf
+        grid_u, grid_t, _ = self._icdf
         return _interp(u, grid_u.to(u.device), grid_t.to(u.device)).to(dtype)
 
     def weight(self, t: torch.Tensor) -> torch.Tensor:
