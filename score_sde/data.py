@@ -1,0 +1,458 @@
+"""Data: 2-D toy generators, scikit-learn's bundled 8x8 digits, CIFAR-10 and image folders.
+
+Everything is local and offline. Two kinds of data:
+
+* **Toy 2-D points** (``TOY_DATASETS``): exact samplers with an explicit ``torch.Generator``,
+  returned as float tensors ``(n, 2)``. The checkerboard has a known density
+  (:func:`checkerboard_log_prob`) and entropy ``log 8`` (:data:`CHECKERBOARD_ENTROPY`).
+* **Quantised images** (digits, CIFAR-10, image folders): loaders return the raw integer levels as
+  ``uint8`` tensors ``(N, C, H, W)`` with values in ``{0, ..., levels-1}``; :func:`to_float`
+  turns them into model inputs.
+
+Scaling convention (one for every quantised data set, ``L`` = number of levels, 256 for 8-bit
+images, 17 for digits)::
+
+    y = (x + u) / L,  u ~ U[0, 1)^D     (uniform dequantisation: y fills [0, 1])
+    y = (x + 1/2) / L                   (no dequantisation: the bin centres)
+    model input = 2 y - 1   if centered  (in [-1, 1]),  else y  (in [0, 1])
+
+This is :class:`score_sde.likelihood.Dequantization` with ``levels = L`` and ``data_range``
+``(-1, 1)`` or ``(0, 1)`` (:attr:`Dataset.dequantization`): a continuous density p on model
+inputs bounds the discrete negative log-likelihood by ``E_u[-log p(input)] - D log(cell width)``,
+cell width ``2/L`` (centered) or ``1/L``.
+
+Digits split (fixed and documented): ``sklearn.datasets.load_digits()`` (1797 images),
+``train_test_split(test_size=0.2, random_state=0)`` -> 1437 train / 360 test images.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "TOY_DATASETS", "CHECKERBOARD_ENTROPY", "toy_sample", "checkerboard", "swiss_roll", "moons",
+    "eight_gaussians", "rings", "checkerboard_log_prob",
+    "DIGITS_SPLIT", "load_digits", "load_cifar10", "load_image_folder", "ImageFolder", "IMAGE_EXTENSIONS",
+    "to_float", "to_levels", "random_flip", "Dataset", "make_dataset", "DATASETS",
+]
+
+# ---------------------------------------------------------------------------------------------
+# toy 2-D data
+# ---------------------------------------------------------------------------------------------
+
+#: Entropy (nats) of the uniform distribution on the checkerboard's 8 unit squares (area 8).
+CHECKERBOARD_ENTROPY = math.log(8.0)
+
+
+def _rand(n, generator, device, dtype, *shape):
+    return torch.rand((n, *shape), generator=generator, device=device, dtype=dtype)
+
+
+def _randn(n, generator, device, dtype, *shape):
+    return torch.randn((n, *shape), generator=generator, device=device, dtype=dtype)
+
+
+def checkerboard(n: int, generator: Optional[torch.Generator] = None, device=None, dtype=torch.float32):
+    """Uniform on the 8 dark unit squares of a 4x4 board on ``[-2, 2]^2``.
+
+    A square ``[i, i+1) x [j, j+1)`` (``i, j`` in ``{-2, ..., 1}``) is dark when ``i + j`` is even.
+    Entropy ``log 8``. Returns ``(n, 2)``.
+    """
+    u = _rand(n, generator, device, dtype, 2)
+    cell = torch.randint(0, 8, (n,), generator=generator, device=device)
+    row = cell // 2                                   # 0..3
+    col = 2 * (cell % 2) + (row % 2)                  # the two dark columns of that row
+    i, j = col - 2, row - 2                           # i + j even
+    return torch.stack([i.to(dtype) + u[:, 0], j.to(dtype) + u[:, 1]], dim=1)
+
+
+def checkerboard_log_prob(x: torch.Tensor) -> torch.Tensor:
+    """Exact log-density of :func:`checkerboard` at ``x (B, 2)``: ``-log 8`` on the board, else -inf."""
+    fl = torch.floor(x)
+    inside = ((x >= -2) & (x < 2)).all(dim=1) & ((fl[:, 0] + fl[:, 1]) % 2 == 0)
+    out = torch.full(x.shape[:1], -math.inf, dtype=x.dtype, device=x.device)
+    return out.masked_fill(inside, -CHECKERBOARD_ENTROPY)
+
+
+def swiss_roll(n: int, generator: Optional[torch.Generator] = None, device=None, dtype=torch.float32,
+               noise: float = 0.05):
+    """2-D swiss roll: ``r (cos r, sin r) / 5`` with ``r ~ U[1.5 pi, 4.5 pi]``, plus N(0, noise^2).
+
+    Fits in about ``[-2.7, 2.9]^2``. Returns ``(n, 2)``.
+    """
+    r = 1.5 * math.pi * (1 + 2 * _rand(n, generator, device, dtype))
+    x = torch.stack([r * torch.cos(r), r * torch.sin(r)], dim=1) / 5.0
+    return x + noise * _randn(n, generator, device, dtype, 2)
+
+
+def moons(n: int, generator: Optional[torch.Generator] = None, device=None, dtype=torch.float32,
+          noise: float = 0.05):
+    """Two interleaved half circles (scikit-learn's "moons", centred and scaled by 1.5), plus noise."""
+    a = math.pi * _rand(n, generator, device, dtype)
+    lower = torch.randint(0, 2, (n,), generator=generator, device=device).bool()
+    x = torch.where(lower, 1 - torch.cos(a), torch.cos(a))
+    y = torch.where(lower, 0.5 - torch.sin(a), torch.sin(a))
+    pts = torch.stack([x - 0.5, y - 0.25], dim=1) * 1.5
+    return pts + noise * _randn(n, generator, device, dtype, 2)
+
+
+def eight_gaussians(n: int, generator: Optional[torch.Generator] = None, device=None, dtype=torch.float32,
+                    radius: float = 1.5, std: float = 0.1):
+    """Eight Gaussians (std ``std``) centred at angles ``k pi / 4`` on a circle of ``radius``."""
+    k = torch.randint(0, 8, (n,), generator=generator, device=device).to(dtype)
+    centres = radius * torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], dim=1)
+    return centres + std * _randn(n, generator, device, dtype, 2)
+
+
+def rings(n: int, generator: Optional[torch.Generator] = None, device=None, dtype=torch.float32,
+          radii: Sequence[float] = (0.5, 1.0, 1.5, 2.0), noise: float = 0.04):
+    """Concentric circles of the given radii, points spread in proportion to circumference."""
+    radii_t = torch.tensor(radii, dtype=dtype, device=device)
+    ring = torch.multinomial(radii_t / radii_t.sum(), n, replacement=True, generator=generator)
+    a = 2 * math.pi * _rand(n, generator, device, dtype)
+    r = radii_t[ring]
+    return torch.stack([r * torch.cos(a), r * torch.sin(a)], dim=1) + noise * _randn(n, generator, device, dtype, 2)
+
+
+#: name -> sampler ``f(n, generator=None, device=None, dtype=torch.float32) -> (n, 2)``
+TOY_DATASETS: Dict[str, Callable] = {
+    "checkerboard": checkerboard,
+    "swiss_roll": swiss_roll,
+    "moons": moons,
+    "8gaussians": eight_gaussians,
+    "rings": rings,
+}
+
+
+def toy_sample(name: str, n: int, generator: Optional[torch.Generator] = None, device=None,
+               dtype=torch.float32) -> torch.Tensor:
+    """Draw ``n`` points ``(n, 2)`` from the toy data set ``name`` (a key of ``TOY_DATASETS``)."""
+    if name not in TOY_DATASETS:
+        raise ValueError(f"unknown toy data set {name!r}; choose one of {sorted(TOY_DATASETS)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if generator is not None and device is None:
+        device = generator.device
+    return TOY_DATASETS[name](n, generator=generator, device=device, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# quantised images: loaders return uint8 levels (N, C, H, W)
+# ---------------------------------------------------------------------------------------------
+
+#: the fixed digits split: ``sklearn.model_selection.train_test_split(..., **DIGITS_SPLIT)``
+DIGITS_SPLIT = {"test_size": 0.2, "random_state": 0}
+_SPLITS = ("train", "test")
+
+
+def _check_split(split):
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+
+
+def load_digits(split: str = "train") -> torch.Tensor:
+    """scikit-learn's bundled 8x8 digits (no download), grey levels 0..16, uint8 ``(N, 1, 8, 8)``.
+
+    Split: ``train_test_split(images, test_size=0.2, random_state=0)`` -> 1437 train, 360 test.
+    """
+    _check_split(split)
+    from sklearn.datasets import load_digits as _sk_load
+    from sklearn.model_selection import train_test_split
+
+    images = _sk_load().images.astype(np.uint8)          # (1797, 8, 8), values 0..16
+    train, test = train_test_split(images, **DIGITS_SPLIT)
+    arr = train if split == "train" else test
+    return torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(1)
+
+
+_CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+_CIFAR_HELP = ("Download the CIFAR-10 python version (cifar-10-python.tar.gz) from "
+               "https://www.cs.toronto.edu/~kriz/cifar.html, extract it (tar xzf) and point "
+               "config.data.root (--config.data.root=DIR) at the directory that contains "
+               "'cifar-10-batches-py' or at 'cifar-10-batches-py' itself.")
+
+
+def _cifar_dir(root: Union[str, Path], split: str) -> Path:
+    root = Path(root).expanduser()
+    candidates = [root / "cifar-10-batches-py", root]
+    for c in candidates:
+        if all((c / f).is_file() for f in _CIFAR_FILES[split]):
+            return c
+    looked = ", ".join(str(c / f) for c in candidates for f in _CIFAR_FILES[split][:1])
+    missing = [str(candidates[0] / f) for f in _CIFAR_FILES[split]]
+    raise FileNotFoundError(f"CIFAR-10 {split} files not found: looked for {looked} (and the rest of "
+                            f"{[Path(m).name for m in missing]}). {_CIFAR_HELP}")
+
+
+def load_cifar10(root: Union[str, Path], split: str = "train") -> torch.Tensor:
+    """CIFAR-10 from its standard python pickle batches, uint8 ``(N, 3, 32, 32)`` (50000 / 10000).
+
+    ``root`` is the directory holding ``cifar-10-batches-py/`` (or that directory itself), with
+    ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``. A missing file raises
+    FileNotFoundError naming the paths searched and how to get the data.
+    """
+    _check_split(split)
+    d = _cifar_dir(root, split)
+    parts = []
+    for name in _CIFAR_FILES[split]:
+        path = d / name
+        try:
+            with open(path, "rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+            data = batch[b"data"] if b"data" in batch else batch["data"]
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
+            raise ValueError(f"{path} is not a CIFAR-10 python batch (a pickled dict with a 'data' "
+                             f"array of shape (N, 3072)): {e!r}. {_CIFAR_HELP}") from None
+        data = np.asarray(data, dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3072:
+            raise ValueError(f"{path}: expected 'data' of shape (N, 3072), got {data.shape}")
+        parts.append(data.reshape(-1, 3, 32, 32))
+    return torch.from_numpy(np.concatenate(parts, axis=0))
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class ImageFolder(torch.utils.data.Dataset):
+    """Every image file under ``root`` (recursively, sorted), as uint8 ``(C, H, W)``.
+
+    Images are converted to ``channels`` (1: grey, 3: RGB), resized so the short side is
+    ``image_size`` and centre-cropped to ``image_size x image_size`` (needs Pillow).
+    """
+
+    def __init__(self, root: Union[str, Path], image_size: int, channels: int = 3):
+        root = Path(root).expanduser()
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3 for an image folder, got {channels!r}")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder not found: looked for the directory {root}. Put image files "
+                                    f"({', '.join(IMAGE_EXTENSIONS)}) under it, or set --config.data.root=DIR.")
+        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not self.files:
+            raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {root}. "
+                                    f"Put images there or set --config.data.root=DIR.")
+        self.root, self.image_size, self.channels = root, image_size, channels
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        path = self.files[i]
+        try:
+            with Image.open(path) as im:
+                im = im.convert("L" if self.channels == 1 else "RGB")
+                w, h = im.size
+                s = self.image_size / min(w, h)
+                nw, nh = max(self.image_size, round(w * s)), max(self.image_size, round(h * s))
+                im = im.resize((nw, nh), Image.BICUBIC)
+                left, top = (nw - self.image_size) // 2, (nh - self.image_size) // 2
+                im = im.crop((left, top, left + self.image_size, top + self.image_size))
+                arr = np.asarray(im, dtype=np.uint8)
+        except OSError as e:
+            raise ValueError(f"cannot read image {path}: {e}") from None
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def load_image_folder(root: Union[str, Path], image_size: int, channels: int = 3) -> torch.Tensor:
+    """All images of :class:`ImageFolder` stacked in memory, uint8 ``(N, C, image_size, image_size)``."""
+    ds = ImageFolder(root, image_size, channels)
+    return torch.stack([ds[i] for i in range(len(ds))])
+
+
+# ---------------------------------------------------------------------------------------------
+# preprocessing
+# ---------------------------------------------------------------------------------------------
+
+def to_float(x: torch.Tensor, levels: int, dequantize: bool = True, centered: bool = True,
+             generator: Optional[torch.Generator] = None, dtype=torch.float32) -> torch.Tensor:
+    """Integer levels ``x in {0..levels-1}`` -> model inputs (see the module docstring).
+
+    ``y = (x + u) / levels`` with ``u ~ U[0,1)`` (``dequantize``) or ``(x + 1/2) / levels``; then
+    ``2 y - 1`` if ``centered``. Any shape; ``generator`` must live on x's device.
+    """
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+    xf = x.to(dtype)
+    if dequantize:
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=dtype)
+    else:
+        u = torch.full_like(xf, 0.5)
+    y = (xf + u) / levels
+    return 2.0 * y - 1.0 if centered else y
+
+
+def to_levels(y: torch.Tensor, levels: int, centered: bool = True) -> torch.Tensor:
+    """Inverse of :func:`to_float`: model-space values -> nearest integer levels (uint8 if levels<=256)."""
+    if centered:
+        y = (y + 1.0) / 2.0
+    x = torch.floor(y * levels).clamp(0, levels - 1)
+    return x.to(torch.uint8) if levels <= 256 else x.long()
+
+
+def random_flip(x: torch.Tensor, generator: Optional[torch.Generator] = None, p: float = 0.5) -> torch.Tensor:
+    """Flip each image of ``x (B, ..., W)`` left-right with probability p (independently)."""
+    flip = torch.rand(x.shape[0], generator=generator, device=x.device) < p
+    flip = flip.reshape(-1, *([1] * (x.ndim - 1)))
+    return torch.where(flip, x.flip(-1), x)
+
+
+# ---------------------------------------------------------------------------------------------
+# one object per data set: what training, sampling and likelihood need
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    """A data set ready for training and evaluation.
+
+    Attributes:
+        name: data set name.
+        event_shape: shape of one model input, e.g. ``(2,)`` or ``(1, 8, 8)``.
+        kind: ``"points"`` (2-D toy) or ``"image"``.
+        levels: number of quantisation levels (None for continuous toy data).
+        centered: model inputs in ``[-1, 1]`` (else ``[0, 1]``); images only.
+        dequantize: add uniform noise to training batches (images only).
+        flip: random horizontal flips of training batches.
+    """
+
+    name: str
+    event_shape: Tuple[int, ...]
+    kind: str
+    levels: Optional[int] = None
+    centered: bool = True
+    dequantize: bool = True
+    flip: bool = False
+    _raw: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _loader: Optional[Callable[[str], torch.Tensor]] = field(default=None, repr=False)
+
+    @property
+    def data_range(self) -> Tuple[float, float]:
+        """Range of model inputs: ``(-1, 1)`` if centered else ``(0, 1)``."""
+        return (-1.0, 1.0) if self.centered else (0.0, 1.0)
+
+    @property
+    def dequantization(self):
+        """:class:`score_sde.likelihood.Dequantization` matching :func:`to_float` (None for toy data)."""
+        if self.levels is None:
+            return None
+        from .likelihood import Dequantization
+
+        return Dequantization(self.levels, self.data_range)
+
+    @property
+    def dim(self) -> int:
+        """Number of data dimensions D."""
+        return int(np.prod(self.event_shape))
+
+    def raw(self, split: str) -> torch.Tensor:
+        """The stored split: uint8 levels ``(N, C, H, W)`` for images; toy data has no stored split."""
+        _check_split(split)
+        if self.kind == "points":
+            raise ValueError(f"toy data set {self.name!r} has no stored split: draw fresh points with .sample(n)")
+        if split not in self._raw:
+            self._raw[split] = self._loader(split)
+        return self._raw[split]
+
+    def preprocess(self, raw: torch.Tensor, generator: Optional[torch.Generator] = None, train: bool = True,
+                   dequantize: Optional[bool] = None) -> torch.Tensor:
+        """Raw batch -> model inputs (float32). ``train`` enables random flips."""
+        if self.kind == "points":
+            return raw.float()
+        deq = self.dequantize if dequantize is None else dequantize
+        x = to_float(raw, self.levels, dequantize=deq, centered=self.centered, generator=generator)
+        if train and self.flip:
+            x = random_flip(x, generator)
+        return x
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
+        """``n`` fresh toy points (toy data only), float32 ``(n, 2)``."""
+        if self.kind != "points":
+            raise ValueError(f"{self.name!r} is a stored data set: use .raw(split) / .batches(...)")
+        return toy_sample(self.name, n, generator=generator, device=device)
+
+    def batches(self, batch_size: int, split: str = "train", generator: Optional[torch.Generator] = None,
+                device=None, train: bool = True) -> Iterator[torch.Tensor]:
+        """Endless iterator of preprocessed batches ``(batch_size, *event_shape)``.
+
+        Toy data: fresh points every batch. Stored data: reshuffled epochs (the last partial batch
+        of an epoch is dropped), preprocessed on ``device``.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if self.kind == "points":
+            while True:
+                yield self.sample(batch_size, generator=generator, device=device)
+        data = self.raw(split)
+        n = data.shape[0]
+        if n < batch_size:
+            raise ValueError(f"batch_size={batch_size} exceeds the {n} examples of {self.name!r}/{split}; "
+                             f"lower --config.training.batch_size")
+        gen_dev = generator.device if generator is not None else None
+        while True:
+            perm = torch.randperm(n, generator=generator, device=gen_dev).cpu()
+            for k in range(0, n - batch_size + 1, batch_size):
+                raw = data[perm[k:k + batch_size]].to(device)
+                yield self.preprocess(raw, generator=generator if device is None or str(device) == str(gen_dev) else None,
+                                      train=train)
+
+    def eval_data(self, split: str = "test", n: Optional[int] = None, generator: Optional[torch.Generator] = None
+                  ) -> torch.Tensor:
+        """Evaluation inputs: the stored split preprocessed with dequantisation (no flips), or
+        ``n`` fresh toy points (default 10000)."""
+        if self.kind == "points":
+            return self.sample(10000 if n is None else n, generator=generator)
+        raw = self.raw(split)
+        if n is not None:
+            raw = raw[:n]
+        return self.preprocess(raw, generator=generator, train=False, dequantize=True)
+
+
+#: data set names accepted by :func:`make_dataset`
+DATASETS = tuple(TOY_DATASETS) + ("digits", "cifar10", "folder")
+
+
+def make_dataset(name: str, root: Optional[str] = None, image_size: Optional[int] = None, channels: int = 3,
+                 centered: bool = True, dequantize: bool = True, flip: bool = False) -> Dataset:
+    """Build a :class:`Dataset` by name (one of ``DATASETS``).
+
+    ``root`` is needed for ``cifar10`` and ``folder``; ``image_size``/``channels`` for ``folder``.
+    Files are only read when a split is first used.
+    """
+    if name in TOY_DATASETS:
+        return Dataset(name, (2,), "points", flip=False)
+    if name == "digits":
+        return Dataset(name, (1, 8, 8), "image", levels=17, centered=centered, dequantize=dequantize, flip=flip,
+                       _loader=load_digits)
+    if name == "cifar10":
+        if not root:
+            raise ValueError("cifar10 needs a data directory: set --config.data.root=DIR (the directory with "
+                             "cifar-10-batches-py). " + _CIFAR_HELP)
+        return Dataset(name, (3, 32, 32), "image", levels=256, centered=centered, dequantize=dequantize, flip=flip,
+                       _loader=lambda split: load_cifar10(root, split))
+    if name == "folder":
+        if not root:
+            raise ValueError("an image folder needs --config.data.root=DIR (train images in DIR/train, test in "
+                             "DIR/test, or all images directly under DIR)")
+        if image_size is None:
+            raise ValueError("an image folder needs config.data.image_size")
+
+        def _load(split):
+            d = Path(root).expanduser()
+            sub = d / split
+            return load_image_folder(sub if sub.is_dir() else d, image_size, channels)
+
+        return Dataset(name, (channels, image_size, image_size), "image", levels=256, centered=centered,
+                       dequantize=dequantize, flip=flip, _loader=_load)
+    raise ValueError(f"unknown data set {name!r}; choose one of {list(DATASETS)}")
