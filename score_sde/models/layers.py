@@ -50,6 +50,8 @@ def variance_scaling(scale: float, mode: str = "fan_avg", distribution: str = "u
 
     def init(shape, device=None, dtype=torch.float32):
         shape = tuple(shape)
+        if torch.empty(0, device=device).is_meta:  # shapes only: nothing to draw
+            return torch.empty(shape, device=device, dtype=dtype)
         receptive = math.prod(shape) / shape[in_axis] / shape[out_axis]
         fan_in, fan_out = shape[in_axis] * receptive, shape[out_axis] * receptive
         denom = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
@@ -67,6 +69,8 @@ def default_init(scale: float = 1.0) -> Callable:
 
 
 def _init_(module: nn.Module, init_scale: float = 1.0) -> nn.Module:
+    if module.weight.is_meta:
+        return module
     with torch.no_grad():
         w = module.weight
         w.copy_(default_init(init_scale)(w.shape, device=w.device, dtype=w.dtype))

@@ -1,0 +1,403 @@
+"""Tests of the score networks: the paper's checkpoint layouts, shapes, FIR resampling against its
+definition, attention against the explicit softmax formula, memory formats, autocast, the
+checkpoint converter and its errors."""
+import glob
+import json
+import math
+import os
+
+import ml_collections
+import pytest
+import torch
+import torch.nn.functional as F
+
+from score_sde.models import (DDPM, MLP, MODELS, NCSNpp, ScoreModel, default_model_config, get_model,
+                              load_reference_checkpoint, reference_config, reference_score_model)
+from score_sde.models import layers
+from score_sde.models import up_or_down_sampling as ud
+from score_sde.models.convert import convert
+
+torch.set_num_threads(1)
+
+REF_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference_checkpoints")
+if not os.path.isdir(REF_DIR):
+    REF_DIR = "/work/shared/reference_checkpoints"
+REF_FILES = sorted(glob.glob(os.path.join(REF_DIR, "*.json")))
+
+
+# ------------------------------------------------------------------------------------------------
+# the paper's released checkpoints: names, shapes, order and parameter counts
+
+
+def test_reference_layouts_present():
+    assert len(REF_FILES) == 6, f"expected the 6 reference layouts in {REF_DIR}"
+
+
+@pytest.mark.parametrize("path", REF_FILES, ids=[os.path.basename(p)[:-5] for p in REF_FILES])
+def test_reference_state_dict_layout(path):
+    ref = json.load(open(path))
+    name = os.path.basename(path)[:-5]
+    with torch.device("meta"):
+        net = get_model(reference_config(name))
+    ours = [(k, list(v.shape)) for k, v in net.state_dict().items()]
+    theirs = [(k, list(v)) for k, v in ref["state_dict"].items()]
+    missing = sorted(set(dict(theirs)) - set(dict(ours)))
+    extra = sorted(set(dict(ours)) - set(dict(theirs)))
+    assert not missing and not extra, (missing[:5], extra[:5])
+    assert ours == theirs  # same names, shapes and order (so EMA shadow_params line up)
+    assert sum(p.numel() for p in net.parameters()) == ref["params"]
+    assert ref["model"] == reference_config(name).model.name
+
+
+def test_ddpmpp_continuous_parameter_count():
+    with torch.device("meta"):
+        net = get_model(reference_config("ddpmpp_cifar10"))
+    assert sum(p.numel() for p in net.parameters()) == 61_804_419
+
+
+# ------------------------------------------------------------------------------------------------
+# forward shapes on small configs, every model type and path
+
+
+def tiny(name, size, **over):
+    cfg = ml_collections.ConfigDict()
+    cfg.model = default_model_config(name)
+    cfg.data = ml_collections.ConfigDict(dict(image_size=size, num_channels=1 if size == 8 else 3,
+                                              centered=reference_config(name).data.centered))
+    levels = {8: (1, 2), 16: (1, 2, 2), 32: (1, 2, 2, 2)}[size]
+    cfg.model.update(dict(nf=16, ch_mult=levels, num_res_blocks=1, attn_resolutions=(size // 2,), dropout=0.0))
+    cfg.model.update(over)
+    return cfg
+
+
+VARIANTS = {
+    "ddpm": ("ddpm_cifar10", {}),
+    "ddpmpp": ("ddpmpp_cifar10", {}),
+    "ncsnpp": ("ncsnpp_cifar10", {}),
+    "ncsnpp_skip_cat": ("ncsnpp_cifar10", dict(progressive="output_skip", progressive_input="input_skip",
+                                                progressive_combine="cat")),
+    "ncsnpp_residual_ddpmblocks": ("ncsnpp_cifar10", dict(progressive="residual", resblock_type="ddpm")),
+    "ddpmpp_residual_nofir": ("ddpmpp_cifar10", dict(progressive="residual", progressive_input="input_skip",
+                                                      resblock_type="ddpm")),
+}
+
+
+def labels_for(cfg, batch):
+    if str(cfg.model.get("embedding_type", "positional")) == "fourier" and cfg.model.name == "ncsnpp":
+        return torch.exp(torch.linspace(math.log(0.02), math.log(40.0), batch))  # sigmas
+    return torch.linspace(0.0, 999.0, batch)  # time steps
+
+
+@pytest.mark.parametrize("size", [8, 16, 32])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_forward_shape(variant, size):
+    name, over = VARIANTS[variant]
+    cfg = tiny(name, size, **over)
+    net = get_model(cfg)
+    x = torch.randn(3, cfg.data.num_channels, size, size)
+    y = net(x, labels_for(cfg, 3))
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 8, 8), (3, 4)])
+def test_mlp_forward_shape(shape):
+    net = MLP(shape, hidden=32, num_blocks=2)
+    x = torch.randn(5, *shape)
+    y = net(x, torch.rand(5))
+    assert y.shape == x.shape
+    # output layer starts at ~0: the initial net is (almost) the zero function
+    assert y.abs().max() < 1e-4
+
+
+def test_ddpm_unconditional_builds_and_runs():
+    # the paper's code raises UnboundLocalError for conditional=False
+    net = get_model(tiny("ddpm_cifar10", 8, conditional=False))
+    x = torch.randn(2, 1, 8, 8)
+    assert net(x, torch.zeros(2)).shape == x.shape
+
+
+# ------------------------------------------------------------------------------------------------
+# memory formats, autocast, compile-friendliness
+
+
+@pytest.mark.parametrize("variant", ["ddpmpp", "ncsnpp", "ddpm"])
+def test_channels_last_same_output(variant):
+    name, over = VARIANTS[variant]
+    cfg = tiny(name, 16, init_scale=1.0, **over)
+    torch.manual_seed(0)
+    net = get_model(cfg).eval()
+    torch.nn.init.normal_(net.all_modules[-1].weight, std=0.05)  # DDPM's output conv starts at ~0
+    x = torch.randn(2, 3, 16, 16)
+    lab = labels_for(cfg, 2)
+    with torch.no_grad():
+        y = net(x, lab)
+        y_cl = net.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last), lab)
+    assert y.abs().mean() > 1e-3  # a non-trivial output
+    assert y_cl.is_contiguous(memory_format=torch.channels_last) or variant == "ncsnpp"
+    torch.testing.assert_close(y_cl, y, rtol=1e-4, atol=1e-4 * float(y.abs().max()))  # float32 reordering only
+
+
+def test_ddpmpp_keeps_channels_last():
+    net = get_model(tiny("ddpmpp_cifar10", 16)).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 16, 16).to(memory_format=torch.channels_last)
+    assert net(x, torch.ones(2)).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("variant", ["ddpmpp", "ncsnpp"])
+def test_bf16_autocast_close_to_fp32(variant):
+    name, over = VARIANTS[variant]
+    cfg = tiny(name, 16, init_scale=1.0, **over)
+    torch.manual_seed(1)
+    net = get_model(cfg).eval()
+    x = torch.randn(2, 3, 16, 16)
+    lab = labels_for(cfg, 2)
+    y = net(x, lab)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16 = net(x, lab)
+    assert y16.dtype == torch.float32 and torch.isfinite(y16).all()
+    rel = (y16 - y).norm() / y.norm()
+    assert rel < 0.05, rel
+
+
+def test_eval_is_deterministic_and_dropout_active_in_train():
+    cfg = tiny("ddpmpp_cifar10", 8, dropout=0.5, init_scale=1.0)
+    net = get_model(cfg)
+    x, lab = torch.randn(2, 1, 8, 8), torch.ones(2)
+    net.eval()
+    assert torch.equal(net(x, lab), net(x, lab))
+    net.train()
+    assert not torch.equal(net(x, lab), net(x, lab))
+
+
+# ------------------------------------------------------------------------------------------------
+# layers against their definitions
+
+
+def naive_upfirdn(x, k, up, down, pad):
+    """upfirdn2d straight from its definition: zero insertion, pad, true convolution, decimate."""
+    B, C, H, W = x.shape
+    z = torch.zeros(B, C, H * up, W * up, dtype=x.dtype)
+    z[:, :, ::up, ::up] = x
+    z = F.pad(z, (pad[0], pad[1], pad[0], pad[1]))
+    K = k.shape[0]
+    n = z.shape[-1] - K + 1
+    out = torch.zeros(B, C, n, n, dtype=x.dtype)
+    for a in range(K):
+        for b in range(K):
+            out += z[:, :, a:a + n, b:b + n] * k[K - 1 - a, K - 1 - b]
+    return out[:, :, ::down, ::down]
+
+
+@pytest.mark.parametrize("kernel", [(1, 3, 3, 1), (1, 1), (1, 2, 1), (1, 5, 10, 10, 5, 1)])
+@pytest.mark.parametrize("up,down", [(2, 1), (1, 2), (1, 1)])
+def test_upfirdn2d_matches_definition(kernel, up, down):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    k = ud.setup_kernel(kernel, dtype=torch.float64) * (up * up)
+    p = k.shape[0] - 2
+    pad = ((p + 1) // 2 + up - 1, p // 2) if up > 1 else ((p + 1) // 2, p // 2)
+    torch.testing.assert_close(ud.upfirdn2d(x, k, up, down, pad), naive_upfirdn(x, k, up, down, pad))
+
+
+def test_fir_resampling_properties():
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    # a constant image stays constant away from the border (kernels are normalised)
+    c = torch.full((1, 1, 8, 8), 2.5, dtype=torch.float64)
+    torch.testing.assert_close(ud.upsample_2d(c)[..., 2:-2, 2:-2], torch.full((1, 1, 12, 12), 2.5, dtype=torch.float64))
+    torch.testing.assert_close(ud.downsample_2d(c)[..., 1:-1, 1:-1], torch.full((1, 1, 2, 2), 2.5, dtype=torch.float64))
+    # the fused ops equal "resample then conv" / "conv then resample" away from the border
+    up = ud.upsample_conv_2d(x, w)
+    assert up.shape == (2, 4, 16, 16)
+    torch.testing.assert_close(up[..., 2:-2, 2:-2], F.conv2d(ud.upsample_2d(x), w, padding=1)[..., 2:-2, 2:-2])
+    down = ud.conv_downsample_2d(x, w)
+    assert down.shape == (2, 4, 4, 4)
+    torch.testing.assert_close(down[..., 1:-1, 1:-1], ud.downsample_2d(F.conv2d(x, w, padding=1))[..., 1:-1, 1:-1])
+    # without FIR: nearest / 2x2 mean
+    torch.testing.assert_close(ud.naive_upsample_2d(x), x.repeat_interleave(2, -1).repeat_interleave(2, -2))
+    torch.testing.assert_close(ud.naive_downsample_2d(x), x.reshape(2, 3, 4, 2, 4, 2).mean((3, 5)))
+
+
+def test_attention_matches_softmax_formula():
+    torch.manual_seed(0)
+    blk = layers.AttnBlock(16, skip_rescale=True, init_scale=1.0).double()
+    x = torch.randn(2, 16, 4, 4, dtype=torch.float64)
+    B, C, H, W = x.shape
+    h = blk.GroupNorm_0(x)
+    nin = lambda m, t: torch.einsum("bchw,cd->bdhw", t, m.W) + m.b[None, :, None, None]  # noqa: E731
+    q, k, v = nin(blk.NIN_0, h), nin(blk.NIN_1, h), nin(blk.NIN_2, h)
+    w = torch.einsum("bchw,bcij->bhwij", q, k) * C ** -0.5
+    w = F.softmax(w.reshape(B, H, W, H * W), dim=-1).reshape(B, H, W, H, W)
+    out = nin(blk.NIN_3, torch.einsum("bhwij,bcij->bchw", w, v))
+    torch.testing.assert_close(blk(x), (x + out) / math.sqrt(2.0))
+
+
+def test_nin_and_embeddings_match_definitions():
+    torch.manual_seed(0)
+    nin = layers.NIN(5, 7, init_scale=1.0)
+    x = torch.randn(2, 5, 3, 3)
+    torch.testing.assert_close(nin(x), torch.einsum("bchw,cd->bdhw", x, nin.W) + nin.b[None, :, None, None])
+    t = torch.tensor([0.0, 3.0, 999.0])
+    e = layers.timestep_embedding(t, 8)
+    freqs = torch.exp(-math.log(10000) * torch.arange(4) / 3)
+    torch.testing.assert_close(e, torch.cat([torch.sin(t[:, None] * freqs), torch.cos(t[:, None] * freqs)], 1))
+    g = layers.GaussianFourierProjection(4, scale=16.0)
+    assert not g.W.requires_grad
+    log_sigma = torch.tensor([-4.6, 0.0, 3.9])
+    arg = 2 * math.pi * log_sigma[:, None] * g.W[None]
+    torch.testing.assert_close(g(log_sigma), torch.cat([torch.sin(arg), torch.cos(arg)], 1), rtol=1e-4, atol=1e-4)
+
+
+def test_mlp_learns_gaussian_noise_predictor():
+    """Regress the exact eps-prediction of a 2-D Gaussian under VP noising (a known answer)."""
+    torch.manual_seed(0)
+    mu, s = torch.tensor([1.0, -0.5]), 0.5
+    net = MLP(2, hidden=32, num_blocks=2, fourier_scale=2.0, embedding_dim=32)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+
+    def eps_star(xt, a, sg):  # E[eps | x_t] for x0 ~ N(mu, s^2 I), x_t = a x0 + sg eps
+        var = a ** 2 * s ** 2 + sg ** 2
+        return sg * (xt - a * mu) / var
+
+    for _ in range(150):
+        t = torch.rand(128, 1) * 0.98 + 0.02
+        a, sg = torch.exp(-t), torch.sqrt(-torch.expm1(-2 * t))
+        xt = a * (mu + s * torch.randn(128, 2)) + sg * torch.randn(128, 2)
+        loss = (net(xt, t[:, 0]) - eps_star(xt, a, sg)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    t = torch.rand(1000, 1) * 0.98 + 0.02
+    a, sg = torch.exp(-t), torch.sqrt(-torch.expm1(-2 * t))
+    xt = a * (mu + s * torch.randn(1000, 2)) + sg * torch.randn(1000, 2)
+    target = eps_star(xt, a, sg)
+    with torch.no_grad():
+        err = (net(xt, t[:, 0]) - target).pow(2).mean() / target.pow(2).mean()
+    assert err < 0.01, err
+
+
+# ------------------------------------------------------------------------------------------------
+# get_model and configs
+
+
+def test_get_model_names_and_errors():
+    assert set(MODELS) == {"mlp", "ddpm", "ncsnpp"}
+    cfg = tiny("ddpmpp_cifar10", 8)
+    cfg.model.name = "unet9000"
+    with pytest.raises(ValueError, match="mlp.*ncsnpp"):
+        get_model(cfg)
+    cfg = tiny("ddpmpp_cifar10", 8, normalization="InstanceNorm")
+    with pytest.raises(ValueError, match="normalization"):
+        get_model(cfg)
+    with pytest.raises(ValueError, match="image_size"):
+        get_model(tiny("ddpmpp_cifar10", 8, ch_mult=(1, 2, 2, 2, 2)))
+    with pytest.raises(ValueError, match="progressive"):
+        get_model(tiny("ncsnpp_cifar10", 8, progressive="sideways"))
+    with pytest.raises(ValueError, match="unknown reference config"):
+        reference_config("ddpmpp_imagenet")
+    net = get_model(tiny("ddpmpp_cifar10", 8))
+    with pytest.raises(ValueError, match="x must have shape"):
+        net(torch.randn(2, 3, 8, 8), torch.ones(2))
+    with pytest.raises(ValueError, match="labels"):
+        net(torch.randn(2, 1, 8, 8), torch.ones(3))
+
+
+def test_mlp_from_config():
+    cfg = ml_collections.ConfigDict(dict(model=dict(name="mlp", hidden=32, num_blocks=1), data=dict(dim=2)))
+    assert get_model(cfg)(torch.randn(4, 2), torch.rand(4)).shape == (4, 2)
+    cfg = ml_collections.ConfigDict(dict(model=dict(name="mlp", hidden=32), data=dict(image_size=8, num_channels=1)))
+    assert get_model(cfg).event_shape == (1, 8, 8)
+
+
+def test_default_model_configs_are_the_papers():
+    m = default_model_config("ddpmpp_cifar10")
+    assert (m.name, m.embedding_type, m.fir, m.num_res_blocks, m.scale_by_sigma) == ("ncsnpp", "positional", False, 4, False)
+    m = default_model_config("ncsnpp_cifar10")
+    assert (m.embedding_type, m.fir, m.progressive_input, m.scale_by_sigma) == ("fourier", True, "residual", True)
+    assert reference_config("ncsnpp_cifar10").data.centered is False
+    assert default_model_config("ddpm_cifar10").name == "ddpm"
+
+
+# ------------------------------------------------------------------------------------------------
+# the checkpoint converter
+
+
+def _fake_reference_checkpoint(cfg, path):
+    torch.manual_seed(3)
+    net = get_model(cfg)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p))
+    shadow = [p.detach() * 0.5 for p in net.parameters() if p.requires_grad]
+    ckpt = {"model": {"module." + k: v for k, v in net.state_dict().items()},
+            "ema": {"decay": 0.999, "num_updates": 11, "shadow_params": shadow},
+            "optimizer": {"state": {}, "param_groups": []}, "step": 1234}
+    torch.save(ckpt, path)
+    return net
+
+
+@pytest.mark.parametrize("name", ["ncsnpp_cifar10", "ddpmpp_cifar10", "ddpm_cifar10"])
+def test_converter_round_trip(tmp_path, name):
+    cfg = tiny(name, 8)
+    src = tmp_path / "checkpoint_1.pth"
+    ref = _fake_reference_checkpoint(cfg, src)
+    net, ema = load_reference_checkpoint(src, cfg)
+    for (k, a), b in zip(net.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(a, b), k
+    trainable = {n for n, p in ref.named_parameters() if p.requires_grad}
+    for k, v in ref.state_dict().items():
+        expect = v * 0.5 if k in trainable else v  # Fourier W and sigmas: not in the reference EMA
+        assert torch.equal(ema[k], expect), k
+    if name == "ncsnpp_cifar10":
+        assert "all_modules.0.W" not in trainable
+    # through our checkpoint format
+    from score_sde.training.checkpoint import load_model
+    dst = convert(src, tmp_path / "ours.pt", cfg)
+    fresh = load_model(dst, get_model(cfg), ema=True)
+    x, lab = torch.randn(2, 1, 8, 8), labels_for(cfg, 2)
+    net.load_state_dict(ema)
+    torch.testing.assert_close(fresh.eval()(x, lab), net.eval()(x, lab))
+
+
+def test_converter_errors(tmp_path):
+    cfg = tiny("ddpmpp_cifar10", 8)
+    src = tmp_path / "checkpoint_2.pth"
+    _fake_reference_checkpoint(cfg, src)
+    # a different architecture: mismatched keys and shapes are listed, with the file name
+    other = tiny("ddpmpp_cifar10", 8, nf=32)
+    with pytest.raises(ValueError, match=r"checkpoint_2\.pth.*shape mismatches"):
+        load_reference_checkpoint(src, other)
+    other = tiny("ddpmpp_cifar10", 8, num_res_blocks=2)
+    with pytest.raises(ValueError, match=r"checkpoint_2\.pth.*(missing|unexpected) keys"):
+        load_reference_checkpoint(src, other)
+    # a truncated file
+    bad = tmp_path / "truncated.pth"
+    bad.write_bytes(src.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"truncated\.pth"):
+        load_reference_checkpoint(bad, cfg)
+    # an EMA of the wrong length
+    obj = torch.load(src, weights_only=True)
+    obj["ema"]["shadow_params"] = obj["ema"]["shadow_params"][:-1]
+    torch.save(obj, tmp_path / "short_ema.pth")
+    with pytest.raises(ValueError, match=r"short_ema\.pth.*EMA holds"):
+        load_reference_checkpoint(tmp_path / "short_ema.pth", cfg)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_reference_checkpoint(tmp_path / "nowhere.pth", cfg)
+
+
+def test_reference_score_model_conditioning():
+    from score_sde.sde import VESDE, VPSDE
+
+    class Probe(torch.nn.Module):
+        def forward(self, x, labels):
+            return labels[:, None].expand_as(x).clone()
+
+    x, t = torch.randn(4, 3), torch.tensor([1e-5, 1e-3, 0.5, 1.0])
+    vp = VPSDE()
+    sf = reference_score_model(Probe(), vp, "ddpmpp_cifar10")
+    torch.testing.assert_close(sf(x, t), -(999 * t)[:, None].expand_as(x) / vp.sigma(t)[:, None])
+    ve = VESDE()
+    sf = reference_score_model(Probe(), ve, "ncsnpp_cifar10")
+    assert isinstance(sf, ScoreModel) and sf.output == "score"
+    torch.testing.assert_close(sf(x, t)[:, 0], ve.sigma(t).clamp_min(0.01))
