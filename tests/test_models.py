@@ -412,3 +412,16 @@ def test_torch_compile_full_graph():
     compiled = torch.compile(net, backend="eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x, lab), net(x, lab))
+
+
+def test_forward_throughput_benchmark_tiny(tmp_path):
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "forward_throughput.py")
+    spec = importlib.util.spec_from_file_location("forward_throughput", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "fwd.json"
+    rows = mod.main(["--tiny", "--device", "cpu", "--batch", "2", "--runs", "2", "--warmup", "0", "--out", str(out)])
+    assert len(rows) == 1 and rows[0]["images_per_s"] > 0
+    assert json.loads(out.read_text())["params"] == sum(
+        p.numel() for p in get_model(mod.make_config("ddpmpp_cifar10", True)).parameters())
