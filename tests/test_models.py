@@ -360,6 +360,26 @@ def test_converter_round_trip(tmp_path, name):
     torch.testing.assert_close(fresh.eval()(x, lab), net.eval()(x, lab))
 
 
+def test_converter_command_line(tmp_path):
+    from score_sde.models.convert import main
+    from score_sde.training.checkpoint import load_model
+    cfg_file = tmp_path / "tiny_ddpm.py"
+    cfg_file.write_text(
+        "from score_sde.models import reference_config\n"
+        "def get_config():\n"
+        "    c = reference_config('ddpm_cifar10')\n"
+        "    c.model.update(dict(nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)))\n"
+        "    c.data.update(dict(image_size=8, num_channels=1))\n"
+        "    return c\n")
+    cfg = tiny("ddpm_cifar10", 8, dropout=0.1)
+    src = tmp_path / "checkpoint_3.pth"
+    ref = _fake_reference_checkpoint(cfg, src)
+    out = main([str(src), str(tmp_path / "c.pt"), "--config", str(cfg_file)])
+    net = load_model(out, get_model(cfg), ema=False)
+    for a, b in zip(net.state_dict().values(), ref.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_converter_errors(tmp_path):
     cfg = tiny("ddpmpp_cifar10", 8)
     src = tmp_path / "checkpoint_2.pth"

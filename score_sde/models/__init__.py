@@ -11,7 +11,17 @@ from .mlp import MLP
 from .ddpm import DDPM
 from .ncsnpp import NCSNpp
 from .factory import MODELS, REFERENCE_CONFIGS, default_model_config, get_model, model_kwargs, reference_config
-from .convert import load_reference_checkpoint, reference_score_model
+
+_LAZY = {"load_reference_checkpoint", "reference_score_model"}
+
+
+def __getattr__(name):
+    # the converter is imported on first use, so that ``python -m score_sde.models.convert`` runs cleanly
+    if name in _LAZY:
+        from . import convert
+        return getattr(convert, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ScoreModel", "OUTPUTS", "TIME_LABELS", "MLP", "DDPM", "NCSNpp", "MODELS", "get_model", "model_kwargs",

@@ -210,3 +210,29 @@ def convert(src: PathLike, dst: PathLike, config, step: Optional[int] = None) ->
     dst.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(obj, dst)
     return dst
+
+
+def main(argv=None) -> Path:
+    """Command line: ``python -m score_sde.models.convert SRC DST --config NAME_OR_FILE``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m score_sde.models.convert",
+                                description="Convert a checkpoint of the paper's code (yang-song/score_sde_pytorch) "
+                                            "into this package's checkpoint format.")
+    p.add_argument("src", help="the released checkpoint_N.pth")
+    p.add_argument("dst", help="where to write the converted checkpoint")
+    p.add_argument("--config", required=True,
+                   help="a reference config name (e.g. vp_cifar10_ddpmpp_continuous, ncsnpp_cifar10) or a config "
+                        "file defining get_config()")
+    args = p.parse_args(argv)
+    config = args.config
+    if config.endswith(".py") or os.path.sep in config:
+        from ..builders import load_config
+        config = load_config(config)
+    out = convert(args.src, args.dst, config)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
