@@ -61,13 +61,14 @@ def test_exact_divergence_matches_analytic_density(sde_name, dist_name):
     sde = SDES[sde_name]()
     dist = _gaussian() if dist_name == "gaussian" else _mixture()
     x = dist.sample(16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    out = log_likelihood(sde, dist.score_fn(sde), x, divergence="exact", rtol=1e-7, atol=1e-7)
+    out = log_likelihood(sde, dist.score_fn(sde), x, divergence="exact", rtol=1e-6, atol=1e-6)
     eps = sde.likelihood_eps
     assert out.logp.shape == (16,) and out.bpd.shape == (16,) and out.z.shape == x.shape
-    assert float(_solver_error(out, x, dist, sde, eps).max()) < 2e-4
-    # against the data density p_0 itself: only the (small) prior mismatch and eps remain
-    assert float((out.logp - dist.log_prob(x)).abs().max()) < 0.1
-    # the latent is the exact flow map: distributed as p_T, which is close to the prior
+    assert float(_solver_error(out, x, dist, sde, eps).max()) < 5e-4
+    # against the data density p_0 itself, once the model's prior gap log prior(z) - log p_T(z) is
+    # accounted for (only the tiny p_eps - p_0 difference remains)
+    gap = sde.prior_logp(out.z) - dist.log_prob(out.z, sde.T, sde)
+    assert float((out.logp - dist.log_prob(x) - gap).abs().max()) < 5e-3
     D = x.shape[1]
     torch.testing.assert_close(out.bpd, -out.logp / (D * LN2))
 
@@ -110,9 +111,9 @@ def test_any_rank_image_shaped_data():
     sde = VPSDE()
     x = g.sample(8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert x.shape == (8, 2, 2, 2)
-    out = log_likelihood(sde, g.score_fn(sde), x, rtol=1e-7, atol=1e-7)   # auto -> exact (D=8)
+    out = log_likelihood(sde, g.score_fn(sde), x, rtol=1e-6, atol=1e-6)   # auto -> exact (D=8)
     assert out.z.shape == x.shape
-    assert float(_solver_error(out, x, g, sde, sde.likelihood_eps).max()) < 2e-4
+    assert float(_solver_error(out, x, g, sde, sde.likelihood_eps).max()) < 5e-4
 
 
 def test_batched_and_looped_vector_jacobian_products_agree(monkeypatch):
@@ -137,8 +138,8 @@ def test_hutchinson_is_unbiased(probe):
     within a few standard errors of the exact-divergence value; 4 probes cut the variance ~4x."""
     sde = VPSDE()
     gm = _mixture(3, seed=1)
-    x = gm.sample(1, generator=torch.Generator().manual_seed(4), dtype=torch.float64).expand(400, 3).clone()
-    opts = dict(method="rk4", options={"step_size": 0.05})   # same fixed grid for every run
+    x = gm.sample(1, generator=torch.Generator().manual_seed(4), dtype=torch.float64).expand(300, 3).clone()
+    opts = dict(method="rk4", options={"step_size": 0.1})   # same fixed grid for every run
     exact = log_likelihood(sde, gm.score_fn(sde), x[:1], divergence="exact", **opts).logp[0]
     h1 = log_likelihood(sde, gm.score_fn(sde), x, divergence="hutchinson", probe=probe,
                         generator=torch.Generator().manual_seed(0), **opts).logp
@@ -165,14 +166,14 @@ def test_decode_inverts_encode(sde_name):
     sde, gm = SDES[sde_name](), _mixture(2)
     x = gm.sample(8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     fn = Counting(gm.score_fn(sde))
-    z, nfe_enc = encode(sde, fn, x, rtol=1e-8, atol=1e-8, return_nfe=True)
+    z, nfe_enc = encode(sde, fn, x, rtol=1e-6, atol=1e-6, return_nfe=True)
     assert nfe_enc == fn.calls
     # the latent is (nearly) a prior sample in scale and differs from x
     assert z.shape == x.shape and float((z - x).abs().max()) > 0.1
-    x_rec = decode(sde, gm.score_fn(sde), z, rtol=1e-8, atol=1e-8)
-    torch.testing.assert_close(x_rec, x, rtol=0, atol=1e-5)
+    x_rec = decode(sde, gm.score_fn(sde), z, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x_rec, x, rtol=0, atol=1e-4)
     # the likelihood solve reaches the same latent (up to its tolerance)
-    out = log_likelihood(sde, gm.score_fn(sde), x, rtol=1e-8, atol=1e-8)
+    out = log_likelihood(sde, gm.score_fn(sde), x, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(out.z, z, rtol=0, atol=1e-4 * sde.prior_std)
 
 
@@ -239,7 +240,7 @@ class SmoothedUniform:
 def test_bits_per_dim_of_uniform_discrete_data_equals_entropy(levels, data_range):
     """Codes uniform over `levels` values: entropy log2(levels) bits/dim. After dequantisation the
     data is uniform on [lo, hi]^D, whose smoothed score is known in closed form."""
-    D, B = 2, 64
+    D, B = 2, 48
     sde = VPSDE()
     model = SmoothedUniform(*data_range, D)
     g = torch.Generator().manual_seed(0)
