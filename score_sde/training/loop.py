@@ -132,7 +132,7 @@ def train(
     device=None,                            # None: cuda:LOCAL_RANK if available, else cpu
     amp: Optional[str] = None,              # None (fp32) | "bf16" (autocast) | "fp16" (autocast + GradScaler)
     channels_last: Optional[bool] = None,   # None: on for 4-D data on CUDA (same results, faster convs)
-    compile: Union[bool, str] = False,      # torch.compile the model (True or a mode, e.g. "max-autotune")
+    compile: Union[bool, str, Dict] = False,  # torch.compile the model: True, a mode ("max-autotune") or kwargs
     fused_adam: Optional[bool] = None,      # None: fused Adam on CUDA, foreach elsewhere
     tf32: bool = True,                      # allow TF32 matmuls/convolutions on CUDA (restored afterwards)
     transform: Optional[Callable] = None,   # transform(x, generator) -> x on the device (augmentation)
@@ -263,7 +263,8 @@ def train(
                 raw, device_ids=[device] if device.type == "cuda" else None,
                 gradient_as_bucket_view=True, find_unused_parameters=find_unused_parameters)
         if compile:
-            train_model = torch.compile(train_model, **({"mode": compile} if isinstance(compile, str) else {}))
+            ckw = {"mode": compile} if isinstance(compile, str) else dict(compile) if isinstance(compile, dict) else {}
+            train_model = torch.compile(train_model, **ckw)
 
         logger = JSONLogger(workdir / "log.jsonl", tensorboard=tensorboard, enabled=is_main)
         meta = {"seed": seed, "batch_size": global_b, "world_size": world, "n_steps": n_steps, "lr": lr,
