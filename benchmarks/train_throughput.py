@@ -151,7 +151,7 @@ def score_fn_for(model, v):
     def score_fn(x, t):
         if v["channels_last"] and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), ac:
+        with torch.no_grad(), ac:
             return fn(x, t).float()
 
     return score_fn
