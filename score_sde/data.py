@@ -258,7 +258,7 @@ class ImageFolder(torch.utils.data.Dataset):
                 im = im.resize((nw, nh), Image.BICUBIC)
                 left, top = (nw - self.image_size) // 2, (nh - self.image_size) // 2
                 im = im.crop((left, top, left + self.image_size, top + self.image_size))
-                arr = np.asarray(im, dtype=np.uint8)
+                arr = np.array(im, dtype=np.uint8)
         except OSError as e:
             raise ValueError(f"cannot read image {path}: {e}") from None
         if arr.ndim == 2:
