@@ -255,7 +255,7 @@ class _ProbabilityFlow:
         # probe time is clamped to the interval.
         tt = t.clamp(*self.t_range).to(device=x.device, dtype=self.dtype).expand(x.shape[0])
         v, _ = self.rsde.sde(x, tt)
-        return v.reshape(x_flat.shape)
+        return v.reshape(x_flat.shape).to(self.dtype)
 
     def __call__(self, t, state):
         if self.divergence is None:            # plain ODE (encode / decode)
