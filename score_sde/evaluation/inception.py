@@ -329,14 +329,14 @@ def load_inception(weights=None, device=None, resize: str = "tf", dtype=torch.fl
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a state_dict (got {type(state).__name__})")
-    model = FIDInceptionV3(resize=resize)
-    expected = model.state_dict()
+    with torch.device("meta"):           # no random initialisation: every tensor comes from the file
+        model = FIDInceptionV3(resize=resize)
     state = dict(state)
-    for k, v in expected.items():
+    for k in model.state_dict():
         if k.endswith("num_batches_tracked") and k not in state:
-            state[k] = torch.zeros_like(v)
+            state[k] = torch.zeros((), dtype=torch.long)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
         raise RuntimeError(f"{path} is not the FID Inception weights file {INCEPTION_WEIGHTS_FILE} "
                            f"(its keys or shapes do not match the pt_inception-2015-12-05 layout): {e}") from None
