@@ -4,7 +4,7 @@
 >>> from score_sde.sampling import sample
 >>> sde = score_sde.VPSDE()
 >>> gm = score_sde.GaussianMixture.random(dim=2, n_components=4, seed=0)
->>> out = sample(sde, gm.score_fn(sde), (256, 2), method="dpmpp_3m", steps=9,
+>>> out = sample(sde, gm.score_fn(sde), (256, 2), method="dpmpp_2m", steps=9,
 ...              generator=torch.Generator().manual_seed(0))
 >>> out.samples.shape, out.nfe
 (torch.Size([256, 2]), 10)

@@ -190,7 +190,7 @@ def _check_steps(steps) -> int:
     return steps
 
 
-def sample(sde, score_fn, shape=None, method: str = "dpmpp_3m", steps: Optional[int] = None,
+def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[int] = None,
            eps: Optional[float] = None, generator: Optional[torch.Generator] = None, device=None,
            dtype: Optional[torch.dtype] = None, x_init: Optional[torch.Tensor] = None, grid=None,
            final_step: str = "denoise", callback: Optional[Callable] = None, check_finite: bool = True,

@@ -95,7 +95,7 @@ class DPMSolverPP(Solver):
     """
     name = "dpmpp"
     ode = True
-    default_grid = "log_snr"
+    default_grid = "quadratic"
     default_steps = 20
     solver_order = 2
     options = {"lower_order_final": True}
@@ -165,7 +165,7 @@ class DPMSolverPP2MSDE(Solver):
     name = "dpmpp_2m_sde"
     order = 1
     stochastic = True
-    default_grid = "log_snr"
+    default_grid = "quadratic"
     default_steps = 30
     options = {"eta": 1.0}
 
