@@ -44,6 +44,20 @@ def make_config(name: str, tiny: bool):
     return cfg
 
 
+def count(cfg):
+    """(parameters, forward GFLOP per image), counted on the meta device (nothing allocated)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net = get_model(cfg).eval()
+        x = torch.randn(1, cfg.data.num_channels, cfg.data.image_size, cfg.data.image_size)
+        labels = torch.ones(1)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(x, labels)
+    return sum(p.numel() for p in net.parameters()), counter.get_total_flops() / 1e9
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -123,25 +137,27 @@ def main(argv=None):
     runs = args.runs or (3 if small else 20)
     warmup = args.warmup if args.warmup is not None else (1 if small else 5)
     cfg = make_config(args.config, args.tiny)
-    n_params = sum(p.numel() for p in get_model(cfg).parameters())
+    n_params, gflop = count(cfg)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"# {args.config}{' (tiny)' if args.tiny else ''}: {n_params:,} parameters, "
+    print(f"# {args.config}{' (tiny)' if args.tiny else ''}: {n_params:,} parameters, {gflop:.2f} GFLOP/image, "
           f"{cfg.data.num_channels}x{cfg.data.image_size}x{cfg.data.image_size}, batch {batch}, device {name}, "
           f"torch {torch.__version__}, median of {runs} runs after {warmup} warm-up")
     rows = []
-    header = f"{'bf16':>5} {'ch_last':>7} {'compile':>7} {'images/s':>11} {'ms/fwd':>9} {'first(s)':>9} {'peakGiB':>8}"
+    header = (f"{'bf16':>5} {'ch_last':>7} {'compile':>7} {'images/s':>11} {'TFLOP/s':>8} {'ms/fwd':>9} {'first(s)':>9} "
+              f"{'peakGiB':>8}")
     print(header)
     for v in variants(args):
         r = measure(cfg, device, batch, compile_mode=args.compile_mode, runs=runs, warmup=warmup, **v)
+        r["tflop_per_s"] = r["images_per_s"] * gflop / 1e3
         rows.append(r)
         mem = f"{r['peak_mem_gib']:.2f}" if r["peak_mem_gib"] is not None else "-"
         print(f"{str(r['bf16']):>5} {str(r['channels_last']):>7} {str(r['compile']):>7} {r['images_per_s']:>11,.1f} "
-              f"{r['ms_per_forward']:>9.2f} {r['first_call_s']:>9.2f} {mem:>8}", flush=True)
+              f"{r['tflop_per_s']:>8.2f} {r['ms_per_forward']:>9.2f} {r['first_call_s']:>9.2f} {mem:>8}", flush=True)
     if len(rows) > 1:
         print(f"# speed-up of the last variant over the baseline: {rows[-1]['images_per_s'] / rows[0]['images_per_s']:.2f}x")
     if args.out:
         Path(args.out).write_text(json.dumps({"config": args.config, "tiny": args.tiny, "device": name,
-                                              "params": n_params, "results": rows}, indent=2))
+                                              "params": n_params, "gflop_per_image": gflop, "results": rows}, indent=2))
     return rows
 
 

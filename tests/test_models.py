@@ -49,10 +49,17 @@ def test_reference_state_dict_layout(path):
     assert ref["model"] == reference_config(name).model.name
 
 
-def test_ddpmpp_continuous_parameter_count():
+def test_ddpmpp_continuous_parameter_count_and_flops():
+    from torch.utils.flop_counter import FlopCounterMode
     with torch.device("meta"):
-        net = get_model(reference_config("ddpmpp_cifar10"))
+        net = get_model(reference_config("ddpmpp_cifar10")).eval()
+        x, lab = torch.randn(1, 3, 32, 32), torch.ones(1)
     assert sum(p.numel() for p in net.parameters()) == 61_804_419
+    # issue 8 measured the paper's implementation at 21.7 GFLOP per image (forward)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(x, lab)
+    assert abs(counter.get_total_flops() / 1e9 - 21.7) < 0.05
 
 
 # ------------------------------------------------------------------------------------------------
