@@ -104,11 +104,11 @@ def test_loss_decreases_to_exact_score_floor(tmp_path):
     before = eval_loss(model)
     floor = eval_loss(target.score_fn(sde))
     data = target.sample(8192, generator=torch.Generator().manual_seed(1))
-    res = train(model, loss_fn, data, workdir=tmp_path, n_steps=500, batch_size=128,
-                **{**FAST, "lr": 5e-3, "ema_rate": 0.98, "log_every": 100})
+    res = train(model, loss_fn, data, workdir=tmp_path, n_steps=300, batch_size=128,
+                **{**FAST, "lr": 5e-3, "ema_rate": 0.97, "log_every": 50})
     after = eval_loss(res.ema.module)
-    # the gap to the floor shrinks to a few percent of the initial gap (~1.65 -> ~0.03)
-    assert after - floor < 0.06 * (before - floor), (before, after, floor)
+    # the excess over the floor shrinks by more than 90% (measured: 1.65 -> 0.10 in 300 steps)
+    assert after - floor < 0.1 * (before - floor), (before, after, floor)
     logged = [r["loss"] for r in res.log]
     assert logged[-1] < logged[0]
 
@@ -156,36 +156,36 @@ def test_ema_closed_form_and_buffers():
 def test_resume_is_bit_identical_and_crash_resumes_at_saved_step(tmp_path):
     data = make_data()
     loss_fn = DSMLoss(VPSDE())
-    full = train(make_model(0), loss_fn, data, workdir=tmp_path / "full", n_steps=240, batch_size=64,
-                 checkpoint_every=240, **FAST)
-    # 120 + resume 120
-    train(make_model(0), loss_fn, data, workdir=tmp_path / "split", n_steps=120, batch_size=64, **FAST)
-    split = train(make_model(99), loss_fn, data, workdir=tmp_path / "split", n_steps=240, batch_size=64, **FAST)
+    full = train(make_model(0), loss_fn, data, workdir=tmp_path / "full", n_steps=120, batch_size=64,
+                 checkpoint_every=120, **FAST)
+    # 60 + resume 60
+    train(make_model(0), loss_fn, data, workdir=tmp_path / "split", n_steps=60, batch_size=64, **FAST)
+    split = train(make_model(99), loss_fn, data, workdir=tmp_path / "split", n_steps=120, batch_size=64, **FAST)
     _assert_same(_params(full.model), _params(split.model))
     _assert_same(_params(full.ema.module), _params(split.ema.module))
-    assert split.step == 240
-    # a crash at step 130 (checkpoints every 50) resumes from 100 and ends identical
+    assert split.step == 120
+    # a crash at step 65 (checkpoints every 25) resumes from 50 and ends identical
     calls = {"n": 0}
 
     def crashing(n, generator):
         calls["n"] += 1
-        if calls["n"] > 130:
+        if calls["n"] > 65:
             raise RuntimeError("simulated crash")
         return data[torch.randint(0, len(data), (n,), generator=generator)]
 
     def fine(n, generator):
         return data[torch.randint(0, len(data), (n,), generator=generator)]
 
-    ref = train(make_model(0), loss_fn, fine, workdir=tmp_path / "ref", n_steps=160, batch_size=64, **FAST)
+    ref = train(make_model(0), loss_fn, fine, workdir=tmp_path / "ref", n_steps=80, batch_size=64, **FAST)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(make_model(0), loss_fn, crashing, workdir=tmp_path / "crash", n_steps=160, batch_size=64,
-              checkpoint_every=50, **FAST)
+        train(make_model(0), loss_fn, crashing, workdir=tmp_path / "crash", n_steps=80, batch_size=64,
+              checkpoint_every=25, **FAST)
     assert [p.name for p in list_checkpoints(tmp_path / "crash" / "checkpoints")] == [
-        "checkpoint_00000050.pt", "checkpoint_00000100.pt"]
-    res = train(make_model(5), loss_fn, fine, workdir=tmp_path / "crash", n_steps=160, batch_size=64,
-                checkpoint_every=50, **FAST)
+        "checkpoint_00000025.pt", "checkpoint_00000050.pt"]
+    res = train(make_model(5), loss_fn, fine, workdir=tmp_path / "crash", n_steps=80, batch_size=64,
+                checkpoint_every=25, **FAST)
     events = [r for r in read_log(tmp_path / "crash" / "log.jsonl") if r.get("event") == "resume"]
-    assert events[-1]["step"] == 100
+    assert events[-1]["step"] == 50
     _assert_same(_params(ref.model), _params(res.model))
 
 
@@ -276,6 +276,8 @@ def test_corrupt_and_incompatible_checkpoints_name_file_and_mismatch(tmp_path):
         res = train(make_model(0), loss_fn, make_data(), workdir=run, n_steps=20, batch_size=32, **FAST)
     assert res.step == 20
     assert [r for r in read_log(run / "log.jsonl") if r.get("event") == "resume"][-1]["step"] == 10
+    assert (cdir / (newest.name + ".corrupt")).exists()          # moved aside, kept for inspection
+    assert [p.name for p in list_checkpoints(cdir)] == [good.name, newest.name]   # rewritten by the resumed run
     # incompatible: another width -> shape mismatches, listed with the file name
     with pytest.raises(CheckpointError) as e:
         load_model(good, make_model(0, h=16))
@@ -342,7 +344,7 @@ def test_json_logs_lr_warmup_and_files(tmp_path):
     assert res.checkpoint == tmp_path / "checkpoints" / "checkpoint_00000025.pt"
 
 
-def test_data_sources_agree_and_bf16_runs(tmp_path):
+def test_data_sources_agree_and_mixed_precision_runs(tmp_path):
     data = make_data()
     loss_fn = DSMLoss(VPSDE())
     kw = dict(n_steps=20, batch_size=32, **FAST)
@@ -354,6 +356,8 @@ def test_data_sources_agree_and_bf16_runs(tmp_path):
     assert c.step == 20 and all(torch.isfinite(v).all() for v in _params(c.model).values())
     d = train(make_model(0), loss_fn, data, workdir=tmp_path / "d", amp="bf16", **kw)
     assert abs(d.log[-1]["loss"] - a.log[-1]["loss"]) < 0.25 * a.log[-1]["loss"]
+    e = train(make_model(0), loss_fn, data, workdir=tmp_path / "e", amp="fp16", **kw)
+    assert e.log[-1]["loss_scale"] > 1 and abs(e.log[-1]["loss"] - a.log[-1]["loss"]) < 0.25 * a.log[-1]["loss"]
 
 
 def test_bad_arguments_name_the_parameter(tmp_path):
@@ -398,7 +402,7 @@ def test_ddp_gloo_two_processes_match_one_process(tmp_path):
         from score_sde import DSMLoss, VPSDE
         from score_sde.training import train
         r = train(make_model(int(os.environ["RANK"])), DSMLoss(VPSDE()), make_data(), workdir={str(tmp_path / "ddp")!r},
-                  n_steps=30, batch_size=32, lr=2e-3, warmup=10, grad_clip=1.0, ema_rate=0.9, log_every=10,
+                  n_steps=20, batch_size=32, lr=2e-3, warmup=10, grad_clip=1.0, ema_rate=0.9, log_every=10,
                   progress=False, device="cpu")
         torch.save({{k: v for k, v in r.model.state_dict().items()}}, {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")
     """)
@@ -414,12 +418,12 @@ def test_ddp_gloo_two_processes_match_one_process(tmp_path):
     p0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     p1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     _assert_same(p0, p1)                           # ranks stay identical (rank 1 started from other weights)
-    single = train(make_model(0), DSMLoss(VPSDE()), make_data(), workdir=tmp_path / "one", n_steps=30,
+    single = train(make_model(0), DSMLoss(VPSDE()), make_data(), workdir=tmp_path / "one", n_steps=20,
                    batch_size=32, **{**FAST, "log_every": 10})
     _assert_same(_params(single.model), p0, atol=1e-5)
     # only rank 0 wrote: one start event, one line per logged step
     recs = read_log(tmp_path / "ddp" / "log.jsonl")
-    assert [r["step"] for r in recs if "event" not in r] == [10, 20, 30]
+    assert [r["step"] for r in recs if "event" not in r] == [10, 20]
     assert [r for r in recs if r.get("event") == "start"][0]["world_size"] == 2
     ddp_log = [r["loss"] for r in recs if "event" not in r]
     one_log = [r["loss"] for r in single.log]

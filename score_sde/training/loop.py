@@ -99,7 +99,12 @@ def _find_resume(resume, ckpt_dir: Path, rank: int):
         try:
             return path, ckpt.load_checkpoint(path)
         except ckpt.CheckpointError as e:
-            warnings.warn(f"skipping unreadable checkpoint: {e}; trying the previous one")
+            bad = path.with_name(path.name + ".corrupt")
+            try:
+                os.replace(path, bad)  # out of the way of later saves and resumes, kept for inspection
+            except OSError:
+                bad = path
+            warnings.warn(f"skipping unreadable checkpoint: {e}; moved it to {bad.name}, trying the previous one")
             errors.append(str(e))
     if files:
         raise ckpt.CheckpointError("no readable checkpoint in {}: {}".format(ckpt_dir, " | ".join(errors)))
