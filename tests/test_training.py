@@ -354,6 +354,10 @@ def test_data_sources_agree_and_mixed_precision_runs(tmp_path):
     batches = [data[i:i + 32] for i in range(0, 512, 32)]
     c = train(make_model(0), loss_fn, batches, workdir=tmp_path / "c", **{**kw, "batch_size": None})
     assert c.step == 20 and all(torch.isfinite(v).all() for v in _params(c.model).values())
+    levels = (data.clamp(-2, 2) * 60 + 128).round().to(torch.uint8)       # integer data + a transform
+    f = train(make_model(0), loss_fn, levels, workdir=tmp_path / "f", transform=lambda x, g: x.float() / 255, **kw)
+    f_ref = train(make_model(0), loss_fn, levels.float() / 255, workdir=tmp_path / "f_ref", **kw)
+    _assert_same(_params(f.model), _params(f_ref.model))
     d = train(make_model(0), loss_fn, data, workdir=tmp_path / "d", amp="bf16", **kw)
     assert abs(d.log[-1]["loss"] - a.log[-1]["loss"]) < 0.25 * a.log[-1]["loss"]
     e = train(make_model(0), loss_fn, data, workdir=tmp_path / "e", amp="fp16", **kw)

@@ -304,6 +304,9 @@ def train(
             if transform is not None:
                 tg = torch.Generator(device=device).manual_seed(derive_seed(seed, "transform", step, rank))
                 x0 = transform(x0, tg)
+            if not x0.is_floating_point():
+                raise ValueError(f"training batches must be floating point, got {x0.dtype}: scale the data to "
+                                 "[-1, 1] or [0, 1] first, or pass transform=(x, generator) -> float tensor")
             # Step 2: loss on this process's share of the global batch.
             lo = rank * local_b
             if draw_global:
