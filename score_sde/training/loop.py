@@ -243,8 +243,11 @@ def train(
             else:
                 ema.module.load_state_dict(raw.state_dict())
             if state.get("optimizer"):
+                impl = [{k: g.get(k) for k in ("fused", "foreach", "capturable")} for g in opt.param_groups]
                 try:
                     opt.load_state_dict(state["optimizer"])
+                    for g, flags in zip(opt.param_groups, impl):  # keep this machine's implementation choice
+                        g.update(flags)
                 except (ValueError, KeyError, RuntimeError) as e:
                     raise ckpt.CheckpointError(f"{where}: optimizer state does not fit the model's parameters ({e})")
             if state.get("scaler") and scaler.is_enabled():
