@@ -403,9 +403,10 @@ def log_likelihood(sde: SDE, score_fn: Callable, x: torch.Tensor, *, eps: Option
         probe, n_probes: Hutchinson probe distribution (``"rademacher"`` or ``"gaussian"``) and
             number of probes averaged; probes are drawn once per call from ``generator``.
         generator: randomness for the probes and the dequantisation noise.
-        dequantization: ``None`` for continuous data, or a :class:`Dequantization` (or a dict of
-            its arguments, e.g. ``{"levels": 256, "data_range": (-1, 1)}``): x is then dequantised
-            with uniform noise and ``logp`` / ``bpd`` refer to the discrete data.
+        dequantization: ``None`` for continuous data, or a :class:`Dequantization` (or its
+            arguments as a dict ``{"levels": 256, "data_range": (-1, 1)}`` or a tuple
+            ``(256, (-1, 1))``): x is then dequantised with uniform noise and ``logp`` / ``bpd``
+            refer to the discrete data.
 
     Returns:
         :class:`LikelihoodOutput` ``(logp (B,) nats, bpd (B,), z like x, nfe)``; ``nfe`` is the
@@ -422,8 +423,10 @@ def log_likelihood(sde: SDE, score_fn: Callable, x: torch.Tensor, *, eps: Option
     if dequantization is not None:
         if isinstance(dequantization, Mapping):
             dequantization = Dequantization(**dequantization)
+        elif isinstance(dequantization, (tuple, list)):
+            dequantization = Dequantization(*dequantization)
         if not isinstance(dequantization, Dequantization):
-            raise ValueError("dequantization must be None, a Dequantization or a dict of its arguments "
+            raise ValueError("dequantization must be None, a Dequantization, a dict of its arguments or a tuple "
                              f"(levels, data_range); got {type(dequantization).__name__}")
         x = dequantization.dequantize(x, generator=generator)
     elif not x.is_floating_point():

@@ -260,14 +260,18 @@ def test_bits_per_dim_of_uniform_discrete_data_equals_entropy(levels, data_range
     eps = torch.full((B,), sde.likelihood_eps, dtype=torch.float64)
     exact = model.log_prob(y, eps, sde) + D * math.log((hi - lo) / levels)
     assert float((out.logp - exact).abs().max()) < 0.05
-    # integer codes (dequantised in the default dtype) give the same answer as float32 grid values;
-    # a dict works as the dequantization
-    kw = dict(generator=torch.Generator().manual_seed(1), dequantization={"levels": levels, "data_range": data_range})
-    out_codes = log_likelihood(sde, model.score_fn(sde), codes, **kw)
-    kw["generator"] = torch.Generator().manual_seed(1)
-    out_grid = log_likelihood(sde, model.score_fn(sde), x.float(), **kw)
-    assert out_codes.logp.dtype == torch.float32
-    torch.testing.assert_close(out_codes.logp, out_grid.logp)
+    # integer codes dequantise exactly like their grid values (same generator, same dtype)
+    y_codes = deq.dequantize(codes, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(y_codes, y, rtol=0, atol=1e-12)
+
+
+def test_dequantization_given_as_object_dict_or_tuple():
+    sde, model = VPSDE(), SmoothedUniform(0.0, 1.0, 3)
+    x = torch.randint(0, 8, (5, 3), generator=torch.Generator().manual_seed(0))
+    res = [log_likelihood(sde, model.score_fn(sde), x, dequantization=dq, method="euler", options={"step_size": 0.5},
+                          generator=torch.Generator().manual_seed(2)).bpd
+           for dq in (Dequantization(8, (0, 1)), {"levels": 8, "data_range": (0, 1)}, (8, (0.0, 1.0)))]
+    assert torch.equal(res[0], res[1]) and torch.equal(res[0], res[2])
 
 
 def test_dequantization_offsets_and_helper():
@@ -306,6 +310,8 @@ def test_bad_input_raises_value_error():
         Dequantization(1, (0, 1))
     with pytest.raises(ValueError, match="levels"):
         log_likelihood(sde, sf, x, dequantization={"levels": 1})
+    with pytest.raises(ValueError, match="dequantization must be"):
+        log_likelihood(sde, sf, x, dequantization=256)
     with pytest.raises(ValueError, match="levels"):
         Dequantization(2.5, (0, 1))
     with pytest.raises(ValueError, match="data_range"):
