@@ -70,13 +70,17 @@ def _trace_sqrt_product_eigh(sigma1, sigma2) -> float:
 
 
 def _trace_sqrt_product_sqrtm(sigma1, sigma2, eps: float) -> float:
+    import warnings
+
     from scipy import linalg
 
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.all(np.isfinite(covmean)):
-        # near-singular product: regularise both covariances (the classic fallback)
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    with warnings.catch_warnings():      # singular products are expected; handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.all(np.isfinite(covmean)):
+            # near-singular product: regularise both covariances (the classic fallback)
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         imag = np.max(np.abs(covmean.imag)) if covmean.size else 0.0
         tol = 1e-3 * max(1.0, float(np.max(np.abs(covmean.real))))
