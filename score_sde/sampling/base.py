@@ -145,6 +145,11 @@ class Solver:
 
     def __init__(self, sde, **options):
         unknown = sorted(set(options) - set(self.options))
+        if unknown and ({"corrector", "predictor", "snr", "n_steps"} & set(unknown)):
+            raise ValueError(f"method {self.name!r} does not accept option(s) {unknown}: predictors and correctors "
+                             f"belong to the predictor-corrector methods ('pc', 'euler_maruyama', "
+                             f"'reverse_diffusion', 'ancestral'); accepted options of {self.name!r}: "
+                             f"{sorted(self.options) or 'none'}")
         if unknown:
             accepted = sorted(self.options) or "none"
             raise ValueError(f"method {self.name!r} does not accept option(s) {unknown}; accepted options: {accepted}")
