@@ -424,8 +424,8 @@ def log_likelihood(sde: SDE, score_fn: Callable, x: torch.Tensor, *, eps: Option
         elif isinstance(dequantization, (tuple, list)):
             dequantization = Dequantization(*dequantization)
         if not isinstance(dequantization, Dequantization):
-            raise ValueError("dequantization must be None, a Dequantization, a dict of its arguments or a tuple "
-                             f"(levels, data_range); got {type(dequantization).__name__}")
+            raise ValueError("dequantization must be None, a Dequantization, a dict of its arguments or a "
+                             f"tuple (levels, data_range); got {type(dequantization).__name__}")
         x = dequantization.dequantize(x, generator=generator)
     elif not x.is_floating_point():
         raise ValueError(f"x must be floating point, got dtype {x.dtype}; for discrete data pass "

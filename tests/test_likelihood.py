@@ -131,6 +131,32 @@ def test_batched_and_looped_vector_jacobian_products_agree(monkeypatch):
     torch.testing.assert_close(res[False][1], res[True][1], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_exact_divergence_of_a_network_is_the_jacobian_trace(monkeypatch, batched):
+    """One score call per evaluation; the divergence equals the trace of the full Jacobian of the
+    probability-flow drift (computed sample by sample with torch.autograd.functional.jacobian)."""
+    monkeypatch.setattr(lk, "_BATCHED_VJP", batched)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(7, 32), torch.nn.SiLU(), torch.nn.Linear(32, 6)).double()
+    sde = subVPSDE()
+
+    def score_fn(x, t):                       # image-shaped x (B, 1, 2, 3)
+        return net(torch.cat([x.reshape(x.shape[0], -1), t[:, None]], 1)).reshape(x.shape)
+
+    x = torch.randn(5, 1, 2, 3, dtype=torch.float64)
+    t = torch.tensor(0.3, dtype=torch.float64)
+    flow = lk._ProbabilityFlow(sde, Counting(score_fn), x.shape, x.dtype, "exact")
+    v, div = flow(t, (x.reshape(5, 6), torch.zeros(5, dtype=torch.float64)))
+    assert flow.counter.calls == 1
+    rsde = sde.reverse(score_fn, probability_flow=True)
+    for i in range(5):
+        def drift_i(xi):
+            return rsde.sde(xi.reshape(1, 1, 2, 3), t.expand(1))[0].reshape(6)
+        jac = torch.autograd.functional.jacobian(drift_i, x[i].reshape(6))
+        torch.testing.assert_close(div[i], torch.trace(jac))
+        torch.testing.assert_close(v[i], drift_i(x[i].reshape(6)))
+
+
 # ------------------------------------------------------------------ Hutchinson
 @pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
 def test_hutchinson_is_unbiased(probe):
