@@ -19,7 +19,10 @@ CPU in under a minute (CI keeps it working). Results are printed and, with ``--o
 JSON.
 
     python benchmarks/train_throughput.py --tiny                         # CPU smoke run
-    python benchmarks/train_throughput.py --fast --max-batch --out bench.json   # one GPU
+    # one GPU, in three calls of a few minutes each:
+    python benchmarks/train_throughput.py --fast --max-batch --skip sample --out train.json
+    python benchmarks/train_throughput.py --fast --skip train,forward --out sample.json
+    python benchmarks/train_throughput.py --fast --no-baseline --skip train,forward,sample --loss-curve 1000
 """
 from __future__ import annotations
 
@@ -234,12 +237,13 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=None, help="training batch (default 128; 16 with --tiny)")
     p.add_argument("--max-batch", action="store_true", help="also train at the largest batch that fits (GPU)")
     p.add_argument("--forward-batch", type=int, default=None, help="forward batch (default 1024; 64 with --tiny)")
-    p.add_argument("--sample-batch", type=int, default=None, help="sampling batch (default 1024; 8 with --tiny)")
+    p.add_argument("--sample-batch", type=int, default=None, help="sampling batch (default 256; 4 with --tiny)")
     p.add_argument("--train-steps", type=int, default=None, help="steps per training measurement")
     p.add_argument("--pc-steps", type=int, default=1000, help="predictor-corrector steps (1000 as in the paper)")
     p.add_argument("--fast-method", default="dpmpp_2m", help="fast solver (a score_sde.sampling.SOLVERS name)")
     p.add_argument("--fast-nfe", type=int, default=20, help="network evaluations of the fast solver")
     p.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
+    p.add_argument("--pc-repeats", type=int, default=1, help="repeats of the (long) PC sampler")
     p.add_argument("--skip", default="", help="comma list of parts to skip: train,forward,sample")
     p.add_argument("--loss-curve", type=int, default=0, metavar="N", help="also train N steps in fp32 and bf16")
     p.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor; eager "
@@ -259,7 +263,7 @@ def main(argv=None):
     skip = set(filter(None, a.skip.split(",")))
     batch = a.batch or (16 if a.tiny else 128)
     fwd_batch = a.forward_batch or (16 if a.tiny else 1024)
-    smp_batch = a.sample_batch or (4 if a.tiny else 1024)
+    smp_batch = a.sample_batch or (4 if a.tiny else 256)
     train_steps = a.train_steps or (8 if a.tiny else 120)
     log_every = max(train_steps // 4, 1)
     pc_steps = min(a.pc_steps, 10) if a.tiny and a.pc_steps == 1000 else a.pc_steps
@@ -300,7 +304,7 @@ def main(argv=None):
             run["forward"] = forward_throughput(cfg, device, fwd_batch, v, repeats, iters=2 if a.tiny else 10)
             print(f"[{name}] forward batch {fwd_batch}: {run['forward']['images_per_s']:.1f} images/s")
         if "sample" not in skip:
-            pc = sampling_throughput(cfg, device, smp_batch, v, "pc", pc_steps, repeats,
+            pc = sampling_throughput(cfg, device, smp_batch, v, "pc", pc_steps, 1 if a.tiny else a.pc_repeats,
                                      {"predictor": "reverse_diffusion", "corrector": "langevin"})
             fs_steps = a.fast_nfe - 1  # dpmpp_2m: one evaluation per step + the final denoising call
             fs = sampling_throughput(cfg, device, smp_batch, v, a.fast_method, fs_steps, repeats, {})
