@@ -1,0 +1,118 @@
+"""The tutorial notebooks run top to bottom (quick mode) and produce their figures and key numbers.
+
+Each notebook is executed with nbclient in a fresh kernel with ``SCORE_SDE_NOTEBOOK_QUICK=1`` (fewer
+training steps and samples). Its last cell prints one ``SUMMARY {json}`` line; the checks below read
+it. Checks on trained models only ask for finite, well-formed output (a few dozen training steps
+make no good model); checks on the exact-score parts compare with closed-form answers, which quick
+mode does not weaken.
+"""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat", reason="install the 'notebooks' extra: pip install -e '.[notebooks]'")
+nbclient = pytest.importorskip("nbclient", reason="install the 'notebooks' extra: pip install -e '.[notebooks]'")
+
+NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = ["01_pick_an_sde_and_a_solver.ipynb", "02_discrete_vs_continuous.ipynb",
+             "03_likelihoods_through_the_ode.ipynb"]
+
+
+def _execute(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCORE_SDE_NOTEBOOK_QUICK", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")        # the kernel inherits the environment
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(NB_DIR / name, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()   # raises CellExecutionError naming the failing cell
+    images, text = 0, []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                raise AssertionError(f"{name}: {out['ename']}: {out['evalue']}")
+            if "image/png" in out.get("data", {}):
+                images += 1
+            if out.get("output_type") == "stream" and out.get("name") == "stdout":
+                text.append(out["text"])
+    lines = [ln for ln in "".join(text).splitlines() if ln.startswith("SUMMARY ")]
+    assert len(lines) == 1, f"{name}: expected one SUMMARY line, got {len(lines)}"
+    summary = json.loads(lines[0][len("SUMMARY "):])
+    assert summary["quick"] is True
+    return images, summary
+
+
+def _finite(v):
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def test_notebooks_are_built_from_the_builder_and_have_no_outputs():
+    """The committed .ipynb files are exactly what build_notebooks.py writes (no outputs, no drift)."""
+    r = subprocess.run([sys.executable, str(NB_DIR / "build_notebooks.py"), "--check"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    for name in NOTEBOOKS:
+        nb = nbformat.read(NB_DIR / name, as_version=4)
+        nbformat.validate(nb)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert code and all(not c.outputs and c.execution_count is None for c in code)
+        src = "\n".join(c.source for c in code)
+        assert "SCORE_SDE_NOTEBOOK_QUICK" in src and "SUMMARY " in src
+
+
+def test_notebook_01_pick_an_sde_and_a_solver(tmp_path, monkeypatch):
+    images, s = _execute(NOTEBOOKS[0], tmp_path, monkeypatch)
+    assert images >= 6   # data, schedules, forward marginals, forward paths, reverse paths, quality vs NFE
+    lo, hi = s["floor"]
+    assert 0 < lo <= hi < 0.5
+    res = s["results"]
+    for sde in ("VP", "sub-VP", "VE"):
+        for method in ("euler_maruyama", "pc", "ode", "heun", "dpmpp_3m"):
+            rows = res[f"{sde}/{method}"]
+            assert rows and all(isinstance(n, int) and n > 0 and _finite(d) for n, d in rows)
+    # exact score, ~20 NFE of DPM-Solver++(3M) on VP: close to exact samples (floor of 400 points ~0.1)
+    assert min(d for _, d in res["VP/dpmpp_3m"]) < 0.3
+    # NFE accounting: 10 steps of one-call solvers + the final denoising call
+    assert [n for n, _ in res["VP/euler_maruyama"]] == [11]
+    assert [n for n, _ in res["VP/dpmpp_3m"]] == [11]
+    assert set(s["fewest_nfe_inside_band"]) == {"VP", "sub-VP", "VE"}
+
+
+def test_notebook_02_discrete_vs_continuous(tmp_path, monkeypatch):
+    images, s = _execute(NOTEBOOKS[1], tmp_path, monkeypatch)
+    assert images >= 3   # training curves, quality vs NFE, sample grid
+    loss = s["held_out_loss"]
+    assert set(loss) == {"discrete model", "continuous model", "exact score"}
+    # the exact score minimises the denoising loss: no model can beat it on the same (x, t, z)
+    assert all(_finite(v) for v in loss.values())
+    assert loss["exact score"] < min(loss["discrete model"], loss["continuous model"])
+    for model in ("discrete model", "continuous model", "exact score"):
+        for method in ("ddpm", "euler_maruyama", "dpmpp_3m"):
+            rows = s["results"][f"{model}/{method}"]
+            assert rows and all(n > 0 and _finite(d) for n, d in rows)
+    assert [n for n, _ in s["results"]["exact score/ddpm"]] == [10]    # DDPM: exactly `steps` calls
+    assert min(d for _, d in s["results"]["exact score/dpmpp_3m"]) < 0.3
+
+
+def test_notebook_03_likelihoods_through_the_ode(tmp_path, monkeypatch):
+    images, s = _execute(NOTEBOOKS[2], tmp_path, monkeypatch)
+    assert images >= 3   # Hutchinson errors, tolerance vs NFE, encode/decode
+    sweep = s["tolerance_sweep_exact_score"]
+    assert len(sweep) >= 2
+    # exact score: the ODE log-likelihood matches the closed form, better at tighter tolerance
+    assert sweep[-1]["mean_abs_err"] < 0.02
+    assert sweep[-1]["nfe"] > sweep[0]["nfe"]
+    h = s["hutchinson"]
+    assert h["exact"]["std"] < 0.02
+    for k, v in h.items():
+        if k != "exact":      # unbiased: the mean error is within 4 standard errors of 0
+            assert abs(v["bias"]) < 4 * v["stderr"] + 0.02, (k, v)
+    bpd = s["bits_per_dim"]
+    assert abs(bpd["ODE, exact score"] - bpd["true density p_eps"]) < 0.02
+    assert abs(bpd["true density p_eps"] - bpd["true density p_0"]) < 0.01
+    assert _finite(bpd["ODE, trained model"]) and _finite(s["model_error_nats"])
+    assert s["reconstruction_max"] < 0.5
