@@ -178,6 +178,18 @@ def test_hutchinson_is_unbiased(probe):
     assert 0.1 < float(h4.var() / h1.var()) < 0.5
 
 
+def test_auto_divergence_switches_to_hutchinson_above_64_dims():
+    sde = VPSDE()
+    opts = dict(method="euler", options={"step_size": 0.5})
+    for D, expected in ((64, "exact"), (65, "hutchinson")):
+        g = Gaussian(torch.zeros(D, dtype=torch.float64), torch.linspace(0.1, 1.0, D, dtype=torch.float64))
+        x = g.sample(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        auto = log_likelihood(sde, g.score_fn(sde), x, generator=torch.Generator().manual_seed(1), **opts)
+        ref = log_likelihood(sde, g.score_fn(sde), x, divergence=expected, generator=torch.Generator().manual_seed(1),
+                             **opts)
+        assert torch.equal(auto.logp, ref.logp)
+
+
 def test_hutchinson_probe_fixed_and_reproducible():
     sde, gm = VESDE(), _mixture(2)
     x = gm.sample(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
