@@ -95,7 +95,7 @@ def labels_for(cfg, batch):
     return torch.linspace(0.0, 999.0, batch)  # time steps
 
 
-@pytest.mark.parametrize("size", [8, 16, 32])
+@pytest.mark.parametrize("size", [8, 32])  # 16x16: the channels_last and bf16 tests
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_forward_shape(variant, size):
     name, over = VARIANTS[variant]
@@ -344,7 +344,7 @@ def _fake_reference_checkpoint(cfg, path):
     return net
 
 
-@pytest.mark.parametrize("name", ["ncsnpp_cifar10", "ddpmpp_cifar10", "ddpm_cifar10"])
+@pytest.mark.parametrize("name", ["ncsnpp_cifar10", "ddpmpp_cifar10"])  # ddpm: test_converter_command_line
 def test_converter_round_trip(tmp_path, name):
     cfg = tiny(name, 8)
     src = tmp_path / "checkpoint_1.pth"
