@@ -126,7 +126,8 @@ def default_config() -> ConfigDict:
     e.num_points = 10000          # fresh points for likelihood on toy data
     e.rtol = 1e-5                 # probability-flow ODE tolerances for likelihoods
     e.atol = 1e-5
-    e.exact_divergence = True     # exact trace (else Hutchinson)
+    e.divergence = "auto"         # 'exact' | 'hutchinson' (one Rademacher probe, unbiased) | 'auto' (exact if D<=64)
+    e.n_probes = 1                # Hutchinson probes per example
     e.num_samples = 1000          # samples for metrics in `score-sde evaluate`
     return c
 

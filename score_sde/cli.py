@@ -156,10 +156,17 @@ def load_run_config(workdir, config: Optional[str] = None, overrides: Sequence[s
         raise FileNotFoundError(f"{path} not found: train first (score-sde train --config ... --workdir {workdir}) "
                                 f"or pass --config")
     try:
-        cfg = ConfigDict(_tuples(json.loads(path.read_text())))
+        saved = _tuples(json.loads(path.read_text()))
     except ValueError as e:
         raise ValueError(f"{path} is not a valid JSON config: {e}") from None
-    return builders.apply_overrides(cfg, overrides)
+    # keys added to the defaults since the run was trained take their default values
+    merged = builders.default_config().to_dict()
+    for k, v in saved.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict) and k != "model":
+            merged[k].update(v)
+        else:
+            merged[k] = v
+    return builders.apply_overrides(ConfigDict(merged), overrides)
 
 
 def _device(name: Optional[str]) -> torch.device:
@@ -290,7 +297,7 @@ def run_likelihood(cfg: ConfigDict, workdir, split: Optional[str] = None, n: Opt
     for start in range(0, x.shape[0], e.batch_size):
         xb = x[start:start + e.batch_size].to(device)
         res = log_likelihood(sde, model, xb, rtol=e.rtol, atol=e.atol, generator=g, dequantization=deq,
-                             divergence="exact" if e.exact_divergence else "hutchinson")
+                             divergence=e.divergence, n_probes=e.n_probes)
         logps.append(res.logp.detach().double().cpu())
         nfes.append(res.nfe)
     logp = torch.cat(logps)

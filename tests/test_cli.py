@@ -85,7 +85,7 @@ def test_digits_end_to_end(tmp_path):
         assert im.mode == "L" and im.size[0] > 8 * 4                      # a grid of upscaled 8x8 digits
     levels = np.load(png.with_suffix(".npz"))["levels"]
     assert levels.shape == (16, 1, 8, 8) and levels.min() >= 0 and levels.max() <= 16
-    assert run("likelihood", "--workdir", wd, "--split", "test", "--n", 8, "--config.eval.exact_divergence=false",
+    assert run("likelihood", "--workdir", wd, "--split", "test", "--n", 8, "--config.eval.divergence=hutchinson",
                "--config.eval.rtol=1e-3", "--config.eval.atol=1e-3") == 0
     res = json.loads((wd / "likelihood_test.json").read_text())
     assert res["n"] == 8 and res["split"] == "test" and 0 < res["bits_per_dim"] < 50

@@ -13,10 +13,10 @@ def get_config():
     config.data.image_size = 0
     config.data.num_channels = 0
     config.data.uniform_dequantization = False
-    config.model.hidden = 256
+    config.model.hidden = 128
     config.model.num_blocks = 4
-    config.training.batch_size = 512
-    config.training.n_iters = 20000
+    config.training.batch_size = 384
+    config.training.n_iters = 25000
     config.training.snapshot_freq = 5000
     config.optim.lr = 1e-3
     config.sampling.n = 2000
