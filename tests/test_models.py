@@ -141,7 +141,7 @@ def test_channels_last_same_output(variant):
         y = net(x, lab)
         y_cl = net.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last), lab)
     assert y.abs().mean() > 1e-3  # a non-trivial output
-    assert y_cl.is_contiguous(memory_format=torch.channels_last) or variant == "ncsnpp"
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y_cl, y, rtol=1e-4, atol=1e-4 * float(y.abs().max()))  # float32 reordering only
 
 
