@@ -24,7 +24,8 @@ on B samples of a random ``GaussianMixture`` (score_sde.analytic), with the exac
 * for Hutchinson, ``+-`` gives the standard error of the mean bias over the batch.
 
 Run: ``python benchmarks/likelihood_benchmark.py`` (about 3-5 minutes on 1 CPU thread);
-``--quick`` for the tol = 1e-5 rows only (the quality bar). Prints a markdown table.
+``--quick`` for the tol = 1e-5 rows only (the quality bar); ``--vjp`` times the exact divergence of
+an MLP score network with batched vs looped vector-Jacobian products. Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -178,6 +179,36 @@ def summary(rows, file=sys.stdout):
     return ok_all
 
 
+def vjp_timing(file=sys.stdout, repeats=3):
+    """Exact divergence of a small MLP score network (score_sde.models.mlp.MLP, event shape (1, 4, 4),
+    hidden 64, 2 blocks, eps output, B = 8, VP, rtol = atol = 1e-4): seconds per solve with the
+    D vector-Jacobian products batched through vmap vs looped (median of ``repeats``)."""
+    import score_sde.likelihood as lk
+    from score_sde import ScoreModel
+    from score_sde.models.mlp import MLP
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    sde = VPSDE()
+    model = ScoreModel(MLP(event_shape=(1, 4, 4), hidden=64, num_blocks=2).eval(), sde, output="eps")
+    x = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    print("\n| exact divergence, MLP score net, D = 16 | NFE | s / solve (median) |\n|---|---|---|", file=file)
+    saved = lk._BATCHED_VJP
+    try:
+        for batched in (True, False):
+            lk._BATCHED_VJP = batched
+            log_likelihood(sde, model, x, divergence="exact", rtol=1e-4, atol=1e-4)      # warm-up
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                out = log_likelihood(sde, model, x, divergence="exact", rtol=1e-4, atol=1e-4)
+                times.append(time.perf_counter() - t0)
+            label = "batched (vmap, default)" if batched else "loop of backward passes"
+            print(f"| {label} | {out.nfe} | {statistics.median(times):.2f} |", file=file, flush=True)
+    finally:
+        lk._BATCHED_VJP = saved
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dims", type=int, nargs="+", default=[2, 16])
@@ -188,7 +219,11 @@ def main(argv=None):
     p.add_argument("--no-reference", action="store_true", help="skip the scipy reference baseline")
     p.add_argument("--float64", action="store_true", help="run our solver in float64 (default float32)")
     p.add_argument("--quick", action="store_true", help="tol 1e-5 only")
+    p.add_argument("--vjp", action="store_true", help="only time batched vs looped exact divergence on an MLP")
     a = p.parse_args(argv)
+    if a.vjp:
+        vjp_timing()
+        return 0
     if a.quick:
         a.tols = [1e-5]
     rows = run(a.dims, a.sdes, a.tols, a.batch, a.seed, reference=not a.no_reference,

@@ -74,7 +74,8 @@ AUTO_EXACT_MAX_DIM = 64
 # cotangents per batched vector-Jacobian product call are limited to this many elements
 _VJP_CHUNK_ELEMENTS = 1 << 24
 # Several vector-Jacobian products of one forward: batched through vmap (``is_grads_batched``,
-# measured 4x faster than a loop of backward passes for an MLP score net at D = 16 on the CPU) or,
+# ~3x faster than a loop of backward passes for an MLP score net at D = 16 on the CPU, see
+# ``benchmarks/likelihood_benchmark.py --vjp``; torch initialises vmap once per process, ~4 s) or,
 # if the model has an op without a batching rule, a loop (same result). Tests force either.
 _BATCHED_VJP: bool = True
 
