@@ -86,6 +86,7 @@ class EMA:
             else:
                 self._other.append((t, dst))
         self._source = model
+        self._needs_cast = any(s.dtype != d.dtype for s, d in zip(self._float_src, self._float_dst))
 
     def current_decay(self) -> float:
         """The decay the next :meth:`update` will use."""
@@ -104,7 +105,9 @@ class EMA:
             self._bind(unwrap_model(model))
         w = 1.0 - self.current_decay()
         if self._float_dst:
-            src = [s.to(d.dtype) if s.dtype != d.dtype else s for s, d in zip(self._float_src, self._float_dst)]
+            src = self._float_src
+            if self._needs_cast:
+                src = [s.to(d.dtype) for s, d in zip(src, self._float_dst)]
             torch._foreach_lerp_(self._float_dst, src, w)
         for s, d in self._other:
             d.copy_(s)
