@@ -102,7 +102,8 @@ class InceptionFeatures(FeatureSpace):
     def describe(self):
         return {"name": "pt_inception-2015-12-05 (FID Inception-v3)",
                 "weights": getattr(self.model, "weights_path", None),
-                "fingerprint": getattr(self.model, "weights_sha256", "unverified"),
+                # the resize changes the features: part of the fingerprint that references must match
+                "fingerprint": f"{getattr(self.model, 'weights_sha256', 'unverified')}:{self.model.resize}",
                 "resize": self.model.resize, "is_logits": self.is_logits}
 
 
