@@ -391,3 +391,39 @@ def test_evaluate_bad_arguments(classifier):
         evaluate_samples(x, features="clip")
     with pytest.raises(ValueError, match="logits"):
         evaluate_samples(x, features="raw", metrics=["is"], reference=x)
+
+
+def test_input_mapping_layouts_and_custom_feature_space():
+    from score_sde.evaluation import FeatureSpace
+
+    class MeanPixel(FeatureSpace):          # plug-in contract: features of inputs mapped to [0, 1]
+        name, levels, image_layout = "meanpix", 256, True
+        keys = {"fd": "meanpix_fd", "is": None, "kid": "meanpix_kid"}
+
+        def __call__(self, x):
+            self.seen = x
+            return {"features": x.mean(dim=(2, 3)), "logits": None}
+
+    space = MeanPixel()
+    ref = FeatureStatistics(mu=np.zeros(3), sigma=np.eye(3), n=10)
+    x = torch.tensor([-1.0, -0.2, 0.0, 0.7, 3.0, float("nan")]).reshape(2, 3, 1, 1).expand(2, 3, 2, 2)
+    r = evaluate_samples(x, features=space, reference=ref, data_range=(-1, 1), metrics=["fd"])
+    assert r["num_nonfinite"] == 1 and r["quantize_levels"] == 256
+    expected = torch.tensor([0.0, 102.0, 128.0, 217.0, 255.0, 0.0]).reshape(2, 3) / 255   # clip, NaN->0, 8-bit
+    torch.testing.assert_close(space.seen.mean(dim=(2, 3)), expected)
+    nhwc = (torch.arange(2 * 4 * 4 * 3) % 256).to(torch.uint8).reshape(2, 4, 4, 3)            # uint8 NHWC
+    evaluate_samples(nhwc.numpy(), features=space, reference=ref, metrics=["fd"])
+    torch.testing.assert_close(space.seen, nhwc.permute(0, 3, 1, 2).float() / 255)
+
+
+def test_iterable_of_batches_equals_tensor():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 3, generator=g), torch.randn(200, 3, generator=g) + 0.2
+    loader = [(x[i:i + 64], torch.zeros(64)) for i in range(0, 300, 64)]     # DataLoader-style pairs
+    a = evaluate_samples(loader, features="raw", reference=y, n_projections=32)
+    b = evaluate_samples(x, features="raw", reference=y, n_projections=32, batch_size=50)
+    for k in ("raw_fd", "sliced_wasserstein"):
+        assert a[k] == pytest.approx(b[k], rel=1e-12)
+    assert a["raw_fd"] == pytest.approx(raw_frechet_distance(x, y), rel=1e-12)
+    assert a["sliced_wasserstein"] == pytest.approx(
+        sliced_wasserstein(x, y, n_projections=32, generator=torch.Generator().manual_seed(0)), rel=1e-12)
