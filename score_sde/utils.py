@@ -71,6 +71,10 @@ def as_time(t, x: torch.Tensor | None = None, T: float = 1.0, name: str = "t") -
                 f"{tuple(x.shape)}, got {tuple(t.shape)}"
             )
     if not _skip_value_checks(t) and t.numel() > 0:
+        if t.device.type != "cpu":
+            # no host sync on accelerators: the check fails asynchronously if violated
+            torch._assert_async(((t >= 0) & (t <= T * (1 + 1e-6))).all(), f"{name} must lie in [0, T] = [0, {T}]")
+            return t
         lo, hi = float(t.min()), float(t.max())
         if not (lo >= 0.0 and hi <= T * (1 + 1e-6)):
             raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got values in [{lo:.6g}, {hi:.6g}]")
