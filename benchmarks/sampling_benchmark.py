@@ -425,18 +425,23 @@ def main(argv=None):
                     m, nfe, _ = r
                     v = m[args.metric]
                     fam = name.split(":")[0]
-                    if math.isfinite(v):
-                        key = (fam, b)
-                        best[key] = min(best.get(key, math.inf), abs(v))
+                    for k in ("SW", "FD", "dlogp"):
+                        if math.isfinite(m[k]):
+                            best[(k, fam, b)] = min(best.get((k, fam, b), math.inf), abs(m[k]))
                     extra = f" [{fmt(m['FD'])}, {m['dlogp']:+.2f}]" if math.isfinite(m["FD"]) else ""
                     cells.append(f"{fmt(v)}{extra}" + (f" ({nfe})" if nfe != b else ""))
             print(f"| {name} | " + " | ".join(cells) + " |")
         print()
-        line = []
-        for b in budgets:
-            o, r_, k = (best.get((f, b), math.nan) for f in ("ours", "ref", "kdiff"))
-            line.append(f"{b}: ours {fmt(o)} / ref {fmt(r_)} / kdiff {fmt(k)}")
-        print("Best per family (" + args.metric + "): " + "; ".join(line) + "\n")
+        print("Best per family (ours / ref / kdiff; |dlogp| for dlogp):\n")
+        print("| metric (floor) | " + " | ".join(f"{b} NFE" for b in budgets) + " |")
+        print("|---|" + "---|" * len(budgets))
+        for k in ("SW", "FD", "dlogp"):
+            cells = []
+            for b in budgets:
+                o, r_, kd = (best.get((k, f, b), math.nan) for f in ("ours", "ref", "kdiff"))
+                cells.append(f"{fmt(o)} / {fmt(r_)} / {fmt(kd)}")
+            print(f"| {k} ({abs(fl[k]):.3f} +- {met.floor_std[k]:.3f}) | " + " | ".join(cells) + " |")
+        print()
     if not args.no_ode:
         print("## Adaptive probability-flow ODE (VP): ours torchdiffeq dopri5 vs reference scipy RK45\n")
         print("| solver | rtol=atol | NFE | SW | FD | dlogp | seconds |")
