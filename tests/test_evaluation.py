@@ -2,7 +2,6 @@
 the FID Inception architecture without weights, the weights error, caching and sharding."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest

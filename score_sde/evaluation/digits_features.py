@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import torch

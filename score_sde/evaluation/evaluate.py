@@ -33,12 +33,12 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
 import torch
 
-from .exact import mean_log_prob, sliced_wasserstein
+from .exact import sliced_wasserstein
 from .frechet import FeatureStatistics, FeatureStats, frechet_distance, load_stats, save_stats
 from .metrics import inception_score, kernel_inception_distance
 

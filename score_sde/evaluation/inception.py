@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
