@@ -48,6 +48,8 @@ COMBOS = [
     ("pc", {"predictor": "none", "corrector": "annealed_langevin", "snr": 0.05}, 1),
     ("pc", {"predictor": "reverse_diffusion", "corrector": "none"}, 1),
     ("pc", {"predictor": "reverse_diffusion", "corrector": "langevin", "probability_flow": True, "snr": 0.05}, 2),
+    ("ddpm", {}, None),
+    ("ddpm", {"variance": "transition"}, None),
     ("euler", {}, 1),
     ("ddim", {}, 1),
     ("ddim", {"eta": 0.5}, 1),
@@ -125,6 +127,18 @@ def test_ddpm_few_steps_no_nan_for_vp():
     assert bool(torch.isfinite(out.samples).all())
     em, ec = _moment_errors(out.samples)
     assert em < MC_MEAN + 3.0 / 10 and ec < MC_COV + 6.0 / 10
+
+
+@pytest.mark.parametrize("norm,independent", [("sample", True), ("batch", False)])
+def test_langevin_step_uses_per_sample_norms(norm, independent):
+    # corrector-only sampling: with per-sample norms, sample 0 does not depend on the other samples
+    sde = score_sde.VESDE()
+    x = sde.prior_sampling((3, 4), generator=torch.Generator().manual_seed(0))
+    y = x.clone()
+    y[1:] *= 0.01
+    run = lambda x0: sample(sde, GAUSS.score_fn(sde), x_init=x0, method="pc", predictor="none", snr=0.1, steps=3,
+                            langevin_norm=norm, generator=torch.Generator().manual_seed(1)).samples[0]
+    assert torch.equal(run(x), run(y)) == independent
 
 
 def test_callback_receives_every_step():

@@ -278,6 +278,10 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
                              f"generator on the sampling device")
         x = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
 
+    if generator is not None and generator.device.type != x.device.type:
+        raise ValueError(f"generator is on {generator.device} but the samples are on {x.device}; create the "
+                         f"generator on the sampling device, e.g. torch.Generator(device={str(x.device)!r})")
+
     # ---------------------------------------------------------------- integrate
     m = Evaluator(sde, score_fn, generator=generator, check_finite=check_finite, method=method)
     with torch.no_grad():
