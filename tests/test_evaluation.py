@@ -308,6 +308,12 @@ def test_digits_split_and_classifier(classifier, other_classifier):
     torch.testing.assert_close((xtr * 16).round().to(torch.uint8), load_digits("train"))   # the data helper's split
     assert classifier.test_accuracy > 0.95
     assert other_classifier.fingerprint == train_digits_classifier(epochs=1).fingerprint   # deterministic
+    torch.set_num_threads(2)
+    try:    # also under another thread count (training pins one thread)
+        assert other_classifier.fingerprint == train_digits_classifier(epochs=1).fingerprint
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
     assert other_classifier.fingerprint != classifier.fingerprint
     out = classifier(xte[:5].reshape(5, 64))
     assert out["features"].shape == (5, 64) and out["logits"].shape == (5, 10)

@@ -8,7 +8,7 @@ images, grey levels 0..16 scaled to ``[0, 1]`` by ``/ 16``; the same split as
 Inception's pool3: the Frechet distance of those features is the **Digits FD** and their KID the
 **Digits KID**; the softmax of its 10 logits gives a **Digits classifier score** (the IS recipe,
 at most 10). These numbers are comparable only between runs that use the same classifier:
-training is seeded and deterministic on a given machine, the result can be cached to a file
+training is seeded, single-threaded and deterministic on a given machine, the result can be cached to a file
 (``cache=``), and ``classifier.fingerprint`` (a hash of its weights) is reported with every metric.
 
 Training takes a few seconds on one CPU core (40 epochs of Adam, batch 256, cosine learning
@@ -101,8 +101,9 @@ def train_digits_classifier(seed: int = 0, epochs: int = 40, batch_size: int = 2
                             cache=None) -> DigitsClassifier:
     """Train (or load from ``cache``) the digits classifier; returned in eval mode, gradients off.
 
-    Deterministic for a given seed (initialisation and shuffling come from seeded generators; the
-    global RNG is left untouched). With ``cache`` (a path): loads it when it exists (checked with
+    Deterministic for a given seed (initialisation and shuffling come from seeded generators, the
+    global RNG is left untouched, and training runs on one thread whatever
+    ``torch.get_num_threads()`` says, since the thread count changes the rounding). With ``cache`` (a path): loads it when it exists (checked with
     ``weights_only=True`` and strict keys), else trains and saves ``{"state_dict", "config",
     "test_accuracy"}`` there.
     """
@@ -116,6 +117,16 @@ def train_digits_classifier(seed: int = 0, epochs: int = 40, batch_size: int = 2
         return model
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ValueError("epochs and batch_size must be positive integers and lr a positive number")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)      # summation order (and so the weights' bits) depends on the thread count
+    try:
+        return _train(config, cache)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: dict, cache) -> DigitsClassifier:
+    seed, epochs, batch_size, lr = config["seed"], config["epochs"], config["batch_size"], config["lr"]
     xtr, ytr = load_digits_split("train")
     xte, yte = load_digits_split("test")
     with torch.random.fork_rng(devices=[]):
