@@ -53,8 +53,16 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torchdiffeq import odeint
-from torchdiffeq._impl.odeint import SOLVERS as _ODE_SOLVERS
-from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver as _RKAdaptive
+
+try:  # torchdiffeq keeps its solver table private; fall back to the names of torchdiffeq 0.2.x
+    from torchdiffeq._impl.odeint import SOLVERS as _SOLVER_CLASSES
+    from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver as _RKAdaptive
+    _ADAPTIVE = frozenset(k for k, v in _SOLVER_CLASSES.items() if issubclass(v, _RKAdaptive))
+    _ODE_SOLVERS = frozenset(_SOLVER_CLASSES)
+except ImportError:  # pragma: no cover
+    _ADAPTIVE = frozenset(("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun"))
+    _ODE_SOLVERS = _ADAPTIVE | {"euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
+                                "fixed_adams", "scipy_solver"}
 
 from .sde import SDE
 
@@ -248,13 +256,16 @@ class _ProbabilityFlow:
         self.divergence, self.probes = divergence, probes
         self.batched_vjp = _BATCHED_VJP
         self.t_range = (0.0, sde.T)
+        self.clamped = 0       # calls whose time was clamped (a tensor after the first one; no sync)
 
     def drift(self, t, x_flat):
         x = x_flat.reshape(self.shape)
         # With step_t the solver's steps stay inside [eps, T]; only torchdiffeq's initial-step
         # heuristic may probe outside (it does not bound its trial step by the interval), so its
-        # probe time is clamped to the interval.
-        tt = t.clamp(*self.t_range).to(device=x.device, dtype=self.dtype).expand(x.shape[0]).contiguous()
+        # probe time is clamped to the interval (tests check that this happens at most once).
+        lo, hi = self.t_range
+        self.clamped = self.clamped + ((t < lo) | (t > hi)).to(torch.int64)
+        tt = t.clamp(lo, hi).to(device=x.device, dtype=self.dtype).expand(x.shape[0]).contiguous()
         v, _ = self.rsde.sde(x, tt)
         return v.reshape(x_flat.shape).to(self.dtype)
 
@@ -361,7 +372,7 @@ def _solve(func, y0, t0: float, t1: float, method, rtol, atol, options, device):
     # torchdiffeq's adaptive solvers step past the end time and interpolate back, which would
     # evaluate the score at t > T (outside the model's domain); step_t makes the last step land
     # exactly on the end time.
-    if issubclass(_ODE_SOLVERS[method], _RKAdaptive):
+    if method in _ADAPTIVE:
         extra = options.pop("step_t", None)
         stops = [t1] + ([] if extra is None else [float(s) for s in torch.as_tensor(extra).reshape(-1)
                                                   if float(s) != t1])

@@ -238,6 +238,28 @@ def test_adaptive_nfe_is_one_call_per_evaluation():
     assert out.nfe == fn.calls and (out.nfe - 2) % 6 == 0
 
 
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "dopri8"])
+def test_adaptive_solvers_never_evaluate_the_score_outside_eps_T(method):
+    """torchdiffeq steps past the end time and interpolates back unless told otherwise; the score
+    must only be called on [eps, T], in both directions (VE: large initial-step trial)."""
+    sde, gm = VESDE(), _mixture(2)
+    x = gm.sample(4, generator=torch.Generator().manual_seed(0))
+    eps = sde.likelihood_eps
+    for direction in ("encode", "decode"):
+        fn = Counting(gm.score_fn(sde))
+        # the solver's own times (before the clamp that guards the initial-step trial)
+        flow = lk._ProbabilityFlow(sde, fn, x.shape, x.dtype, "exact" if direction == "encode" else None)
+        if direction == "encode":
+            y0, t0, t1 = (x, torch.zeros(4)), eps, sde.T
+        else:
+            y0, t0, t1 = sde.prior_sampling(x.shape, generator=torch.Generator().manual_seed(1)), sde.T, eps
+        lk._solve(flow, y0, t0, t1, method, 1e-3, 1e-3, {}, x.device)
+        assert eps * (1 - 1e-6) <= fn.t_min and fn.t_max <= sde.T * (1 + 1e-12)
+        assert int(flow.clamped) <= 1                  # at most torchdiffeq's initial-step trial
+    fn = Counting(gm.score_fn(sde))
+    assert log_likelihood(sde, fn, x, method=method, rtol=1e-3, atol=1e-3).nfe == fn.calls
+
+
 # ------------------------------------------------------------------ discrete data
 class SmoothedUniform:
     """x_0 ~ U[lo, hi]^D; exact score and log-density of p_t = law of alpha x_0 + sigma z."""
