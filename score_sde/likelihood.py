@@ -10,7 +10,10 @@ It transports p_eps to p_T (~ the prior), and along a trajectory the log-density
 augmented state ``(x_t, delta_t)`` with ``d delta / dt = div v`` from ``t = eps`` (``x_eps = x``,
 ``delta = 0``) up to ``t = T`` gives::
 
-    log p_eps(x) = log p_T(z) + delta_T,           z = x_T.
+    log p_eps(x) = log p_T(z) + delta_T,           z = x_T,
+
+with p_T replaced by the prior ``N(0, prior_std^2 I)`` (the model's likelihood; the difference,
+``log p_T(z) - log prior(z)``, averages to KL(p_T || prior) >= 0 and is small for the default SDEs).
 
 **What is measured is log p_eps, the density of the data perturbed up to time eps**, not p_0:
 ``x`` is taken as a point of p_eps. With the default ``eps = sde.likelihood_eps = 1e-5`` the
