@@ -86,15 +86,17 @@ def test_notebook_02_discrete_vs_continuous(tmp_path, monkeypatch):
     images, s = _execute(NOTEBOOKS[1], tmp_path, monkeypatch)
     assert images >= 3   # training curves, quality vs NFE, sample grid
     loss = s["held_out_loss"]
-    assert set(loss) == {"discrete model", "continuous model", "exact score"}
+    assert set(loss) == {"discrete model", "continuous model", "continuous, EDM output", "exact score"}
     # the exact score minimises the denoising loss: no model can beat it on the same (x, t, z)
     assert all(_finite(v) for v in loss.values())
-    assert loss["exact score"] < min(loss["discrete model"], loss["continuous model"])
-    for model in ("discrete model", "continuous model", "exact score"):
+    assert loss["exact score"] < min(v for k, v in loss.items() if k != "exact score")
+    for model in ("discrete model", "continuous model", "continuous, EDM output", "exact score"):
         for method in ("ddpm", "euler_maruyama", "dpmpp_3m"):
             rows = s["results"][f"{model}/{method}"]
             assert rows and all(n > 0 and _finite(d) for n, d in rows)
     assert [n for n, _ in s["results"]["exact score/ddpm"]] == [10]    # DDPM: exactly `steps` calls
+    errs = s["denoiser_error"]
+    assert set(errs) >= {"1.0", "0.01"} and all(_finite(v) for row in errs.values() for v in row.values())
     assert min(d for _, d in s["results"]["exact score/dpmpp_3m"]) < 0.3
 
 
