@@ -360,6 +360,7 @@ def main(argv=None):
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--components", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-seed", type=int, default=None, help="seed of the samplers' generator (default seed + 1)")
     p.add_argument("--sdes", default="vp,subvp,ve")
     p.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     p.add_argument("--metric", default="SW", choices=["SW", "FD", "dlogp"], help="metric of the main tables")
@@ -396,7 +397,7 @@ def main(argv=None):
             for b in budgets:
                 if args.quick and b >= 1000 and (sname != "vp" or name not in QUICK_1000):
                     continue
-                gen = torch.Generator().manual_seed(args.seed + 1)
+                gen = torch.Generator().manual_seed(args.seed + 1 if args.run_seed is None else args.run_seed)
                 t0 = time.time()
                 try:
                     res = run(sde, sf, n, args.dim, b, gen)
