@@ -114,8 +114,8 @@ def default_config() -> ConfigDict:
     o.grad_clip = 1.0             # max global gradient norm (<= 0: off)
 
     c.sampling = s = ConfigDict()
-    s.method = "dpmpp_2m"         # a key of score_sde.sampling.SOLVERS
-    s.steps = 50
+    s.method = "euler_maruyama"   # a key of score_sde.sampling.SOLVERS
+    s.steps = 100
     s.eps = 0.0                   # end time; <= 0 means the SDE's sampling_eps
     s.n = 64                      # number of samples written by `score-sde sample`
     s.batch_size = 256
