@@ -13,7 +13,8 @@ that of the data at t = eps = 1e-5 (``sde.likelihood_eps``).
     python benchmarks/quality_bars.py train    --root runs/quality [--only checkerboard|digits]
     python benchmarks/quality_bars.py evaluate --root runs/quality [--checkerboard-step N] [--out FILE]
 
-``train`` is ``score-sde train --config vp/<name> --workdir ROOT/<name>`` (resumable).
+``train`` is ``score-sde train --config vp/<name> --workdir ROOT/<name>`` in two stages (see
+``STAGES``: constant lr 1e-3, then 2.5e-4; resumable).
 ``evaluate`` prints and writes a JSON with the figures, the training time read from the run's
 ``log.jsonl`` and the Gaussian-mixture baseline.
 """
@@ -30,6 +31,12 @@ from score_sde import cli
 from score_sde.training import list_checkpoints, read_log
 
 RUNS = {"checkerboard": "vp/checkerboard", "digits": "vp/digits"}
+#: two stages per run: lr 1e-3 (after 500 warmup steps) up to the first step count, then resumed
+#: with lr 2.5e-4 up to the second (a step decay; the loop's randomness depends only on (seed, step))
+STAGES = {"checkerboard": [(10000, ["--config.training.snapshot_freq=5000"]),
+                           (20000, ["--config.optim.lr=2.5e-4", "--config.training.snapshot_freq=2500"])],
+          "digits": [(8000, ["--config.training.snapshot_freq=2000"]),
+                     (14000, ["--config.optim.lr=2.5e-4", "--config.training.snapshot_freq=2000"])]}
 
 
 def training_seconds(workdir: Path) -> dict:
@@ -106,10 +113,11 @@ def main(argv=None):
         for name, config in RUNS.items():
             if args.only and name != args.only:
                 continue
-            t0 = time.perf_counter()
-            rc = cli.main(["train", "--config", config, "--workdir", str(root / name), "--no-progress",
-                           *args.overrides, *extra])
-            print(f"{name}: exit {rc}, {time.perf_counter() - t0:.0f} s", flush=True)
+            for n_iters, stage in STAGES[name]:
+                t0 = time.perf_counter()
+                rc = cli.main(["train", "--config", config, "--workdir", str(root / name), "--no-progress",
+                               f"--config.training.n_iters={n_iters}", *stage, *args.overrides, *extra])
+                print(f"{name} to step {n_iters}: exit {rc}, {time.perf_counter() - t0:.0f} s", flush=True)
         return 0
     res = evaluate(root, args.checkerboard_step, args.digits_step, args.n_points, args.seed, not args.no_baseline)
     cli.write_json(args.out or root / "quality_bars.json", res)
