@@ -5,17 +5,23 @@ sample ``(B,)``; ``x_t = alpha(t) x_0 + sigma(t) z`` (see :mod:`score_sde.sde`).
 """
 __version__ = "0.1.0"
 
-from . import analytic, losses, sde, utils
+from . import analytic, evaluation, likelihood, losses, models, sampling, sde, training, utils
 from .analytic import Gaussian, GaussianMixture
+from .likelihood import Dequantization, LikelihoodOutput, bits_per_dim, decode, dequantize, encode, log_likelihood
 from .losses import DSMLoss, ddpm_loss, smld_loss
-from .models import ScoreModel
+from .models import MLP, ScoreModel, get_model
+from .sampling import SOLVERS, SampleOutput, sample
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, subVPSDE
+from .training import EMA, CheckpointError, load_model, train
 
 __all__ = [
     "__version__",
     "SDE", "VPSDE", "subVPSDE", "VESDE", "ReverseSDE",
     "DSMLoss", "ddpm_loss", "smld_loss",
-    "ScoreModel",
+    "ScoreModel", "MLP", "get_model",
+    "sample", "SampleOutput", "SOLVERS",
+    "log_likelihood", "LikelihoodOutput", "encode", "decode", "Dequantization", "dequantize", "bits_per_dim",
+    "train", "EMA", "load_model", "CheckpointError",
     "Gaussian", "GaussianMixture",
-    "analytic", "losses", "sde", "utils",
+    "analytic", "evaluation", "likelihood", "losses", "models", "sampling", "sde", "training", "utils",
 ]
