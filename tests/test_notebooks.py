@@ -107,6 +107,9 @@ def test_notebook_03_likelihoods_through_the_ode(tmp_path, monkeypatch):
     assert len(sweep) >= 2
     # exact score: the ODE log-likelihood matches the closed form, better at tighter tolerance
     assert sweep[-1]["mean_abs_err"] < 0.02
+    # ... and, once the prior term log p_T - log N(0, I) is removed, to the solver tolerance
+    assert sweep[-1]["solver_err"] < 1e-3 and sweep[-1]["solver_err"] < sweep[0]["solver_err"]
+    assert 0 < sweep[-1]["prior_gap"] < 0.01
     assert sweep[-1]["nfe"] > sweep[0]["nfe"]
     h = s["hutchinson"]
     assert h["exact"]["std"] < 0.02
@@ -117,4 +120,5 @@ def test_notebook_03_likelihoods_through_the_ode(tmp_path, monkeypatch):
     assert abs(bpd["ODE, exact score"] - bpd["true density p_eps"]) < 0.02
     assert abs(bpd["true density p_eps"] - bpd["true density p_0"]) < 0.01
     assert _finite(bpd["ODE, trained model"]) and _finite(s["model_error_nats"])
-    assert s["reconstruction_max"] < 0.5
+    # decode(encode(x)) returns to x up to the solver tolerance (loose in quick mode: rtol = 1e-3)
+    assert s["reconstruction_median"] < 0.2 and _finite(s["reconstruction_max"])
