@@ -63,7 +63,8 @@ def _checkpoint(workdir: Path, step):
     raise SystemExit(f"no checkpoint for step {step} under {workdir / 'checkpoints'}")
 
 
-def evaluate(root: Path, checkerboard_step=None, digits_step=None, n_points=4000, seed=1, baseline=True) -> dict:
+def evaluate(root: Path, checkerboard_step=None, digits_step=None, n_points=4000, seed=1, baseline=True,
+             digits_divergence="hutchinson") -> dict:
     out = {}
     cb = root / "checkerboard"
     if (cb / "config.json").is_file():
@@ -76,7 +77,7 @@ def evaluate(root: Path, checkerboard_step=None, digits_step=None, n_points=4000
         print(json.dumps({"checkerboard": res}, indent=2), flush=True)
     dg = root / "digits"
     if (dg / "config.json").is_file():
-        cfg = cli.load_run_config(dg)
+        cfg = cli.load_run_config(dg, overrides=[f"eval.divergence={digits_divergence}"])
         res = cli.run_likelihood(cfg, dg, split="test", seed=seed, checkpoint=_checkpoint(dg, digits_step))
         res.update(training_seconds(dg))
         out["digits"] = res
@@ -106,6 +107,8 @@ def main(argv=None):
     e.add_argument("--n-points", type=int, default=4000, help="fresh checkerboard points")
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--no-baseline", action="store_true")
+    e.add_argument("--digits-divergence", default="hutchinson", choices=["hutchinson", "exact"],
+                   help="divergence estimator for the 64-dim digits (exact: 64 backward passes per ODE step)")
     e.add_argument("--out", default=None, help="JSON file (default ROOT/quality_bars.json)")
     args, extra = p.parse_known_args(argv)
     root = Path(args.root)
@@ -119,7 +122,8 @@ def main(argv=None):
                                f"--config.training.n_iters={n_iters}", *stage, *args.overrides, *extra])
                 print(f"{name} to step {n_iters}: exit {rc}, {time.perf_counter() - t0:.0f} s", flush=True)
         return 0
-    res = evaluate(root, args.checkerboard_step, args.digits_step, args.n_points, args.seed, not args.no_baseline)
+    res = evaluate(root, args.checkerboard_step, args.digits_step, args.n_points, args.seed, not args.no_baseline,
+                   args.digits_divergence)
     cli.write_json(args.out or root / "quality_bars.json", res)
     return 0
 
