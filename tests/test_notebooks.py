@@ -16,6 +16,8 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat", reason="install the 'notebooks' extra: pip install -e '.[notebooks]'")
 nbclient = pytest.importorskip("nbclient", reason="install the 'notebooks' extra: pip install -e '.[notebooks]'")
+pytest.importorskip("ipykernel", reason="install the 'notebooks' extra: pip install -e '.[notebooks]'")
+pytest.importorskip("matplotlib", reason="install the 'notebooks' extra: pip install -e '.[notebooks]'")
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ["01_pick_an_sde_and_a_solver.ipynb", "02_discrete_vs_continuous.ipynb",
