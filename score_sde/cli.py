@@ -50,7 +50,7 @@ def write_json(path, obj) -> Path:
     return path
 
 
-def save_image_grid(images: torch.Tensor, path, nrow: Optional[int] = None, scale: int = 1, pad: int = 1) -> Path:
+def save_image_grid(images: torch.Tensor, path, nrow: Optional[int] = None, scale: int = 1, pad: int = 2) -> Path:
     """Save uint8 images ``(B, C, H, W)`` (C = 1 or 3) as one PNG grid, each upscaled ``scale`` times."""
     from PIL import Image
 
@@ -61,7 +61,7 @@ def save_image_grid(images: torch.Tensor, path, nrow: Optional[int] = None, scal
     nrow = nrow or int(math.ceil(math.sqrt(B)))
     ncol = int(math.ceil(B / nrow))
     h, w = H * scale, W * scale
-    grid = np.full((ncol * (h + pad) + pad, nrow * (w + pad) + pad, C), 255, dtype=np.uint8)
+    grid = np.full((ncol * (h + pad) + pad, nrow * (w + pad) + pad, C), 128, dtype=np.uint8)  # grey separators
     arr = images.permute(0, 2, 3, 1).numpy()
     if scale > 1:
         arr = arr.repeat(scale, axis=1).repeat(scale, axis=2)
