@@ -294,7 +294,8 @@ numbers are in the table above):
 A reasonable default is `sample(sde, score_fn, shape, method="dpmpp_3m", steps=20)` (or the
 adaptive `method="ode"` when you want a tolerance rather than a budget), and Euler-Maruyama or
 `pc` over 100+ steps when you want the stochastic samplers the paper used for its best FID.
-Notebook 2 checks these conclusions with trained networks.'''),
+Notebook 2 checks these conclusions with trained networks, and finds an important caveat: few-step
+ODE solvers need a network that predicts the data well at high noise.'''),
     ("code", summary_cell('''{
     "floor": [min(floor), max(floor)],
     "results": {f"{s}/{m}": rows for (s, m), rows in results.items()},
