@@ -452,3 +452,13 @@ def test_forward_throughput_benchmark_tiny(tmp_path):
     assert len(rows) == 1 and rows[0]["images_per_s"] > 0
     assert json.loads(out.read_text())["params"] == sum(
         p.numel() for p in get_model(mod.make_config("ddpmpp_cifar10", True)).parameters())
+
+
+def test_float64_models_run_in_float64():
+    import score_sde
+
+    for emb in ("fourier", "positional"):
+        net = MLP(2, embedding_type=emb)
+        model = ScoreModel(net, score_sde.VPSDE()).double()
+        out = model(torch.randn(3, 2, dtype=torch.float64), torch.rand(3, dtype=torch.float64))
+        assert out.dtype == torch.float64

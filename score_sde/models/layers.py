@@ -137,7 +137,8 @@ class GaussianFourierProjection(nn.Module):
     """Random Fourier features ``[sin(2 pi W x), cos(2 pi W x)]`` of a scalar label, ``(B,) -> (B, 2E)``.
 
     ``W ~ N(0, scale^2)`` of size ``embedding_size`` is a fixed (``requires_grad=False``) parameter,
-    as in the paper's code; it is computed in float32 whatever the autocast state.
+    as in the paper's code; it is computed in float32 whatever the autocast state
+    (float64 for float64 labels).
     """
 
     def __init__(self, embedding_size: int = 256, scale: float = 1.0):
@@ -145,12 +146,18 @@ class GaussianFourierProjection(nn.Module):
         self.W = nn.Parameter(torch.randn(embedding_size) * scale, requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        proj = x.float()[:, None] * (2.0 * math.pi * self.W.float())[None, :]
+        dt = _embedding_dtype(x)
+        proj = x.to(dt)[:, None] * (2.0 * math.pi * self.W.to(dt))[None, :]
         return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
 
 
+def _embedding_dtype(labels: torch.Tensor) -> torch.dtype:
+    # at least float32 (also under autocast / for half labels); float64 models stay float64
+    return torch.float64 if labels.dtype == torch.float64 else torch.float32
+
+
 def timestep_embedding(timesteps: torch.Tensor, embedding_dim: int, max_positions: int = 10000) -> torch.Tensor:
-    """Sinusoidal embedding of (float) labels, ``(B,) -> (B, embedding_dim)`` in float32 (DDPM's).
+    """Sinusoidal embedding of (float) labels, ``(B,) -> (B, embedding_dim)`` in float32 (float64 for float64 labels; DDPM's).
 
     Frequencies ``exp(-log(max_positions) * i / (half - 1))``, ``i < half = embedding_dim // 2``;
     ``[sin, cos]`` halves, zero-padded when ``embedding_dim`` is odd.
@@ -159,8 +166,9 @@ def timestep_embedding(timesteps: torch.Tensor, embedding_dim: int, max_position
     if half < 2:
         raise ValueError(f"embedding_dim must be >= 4 for the sinusoidal embedding, got {embedding_dim}")
     step = math.log(max_positions) / (half - 1)
-    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=timesteps.device) * -step)
-    emb = timesteps.float()[:, None] * freqs[None, :]
+    dt = _embedding_dtype(timesteps)
+    freqs = torch.exp(torch.arange(half, dtype=dt, device=timesteps.device) * -step)
+    emb = timesteps.to(dt)[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
     if embedding_dim % 2 == 1:
         emb = F.pad(emb, (0, 1))
