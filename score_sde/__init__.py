@@ -5,8 +5,9 @@ sample ``(B,)``; ``x_t = alpha(t) x_0 + sigma(t) z`` (see :mod:`score_sde.sde`).
 """
 __version__ = "0.1.0"
 
-from . import analytic, evaluation, likelihood, losses, models, sampling, sde, training, utils
+from . import analytic, builders, data, evaluation, likelihood, losses, models, sampling, sde, training, utils
 from .analytic import Gaussian, GaussianMixture
+from .builders import default_config, load_config
 from .likelihood import Dequantization, LikelihoodOutput, bits_per_dim, decode, dequantize, encode, log_likelihood
 from .losses import DSMLoss, ddpm_loss, smld_loss
 from .models import MLP, ScoreModel, get_model
@@ -23,5 +24,6 @@ __all__ = [
     "log_likelihood", "LikelihoodOutput", "encode", "decode", "Dequantization", "dequantize", "bits_per_dim",
     "train", "EMA", "load_model", "CheckpointError",
     "Gaussian", "GaussianMixture",
-    "analytic", "evaluation", "likelihood", "losses", "models", "sampling", "sde", "training", "utils",
+    "load_config", "default_config",
+    "analytic", "builders", "data", "evaluation", "likelihood", "losses", "models", "sampling", "sde", "training", "utils",
 ]
