@@ -302,7 +302,7 @@ def train(
             if channels_last and x0.ndim == 4:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             # Step 1: seeds of this step (data order was fixed by the source).
-            torch.manual_seed(derive_seed(seed, "global", step, rank))  # dropout etc., per-rank stream
+            _seed_default_generators(derive_seed(seed, "global", step, rank), device)  # dropout etc., per-rank
             gen.manual_seed(derive_seed(seed, "loss", step))
             if transform is not None:
                 tg = torch.Generator(device=device).manual_seed(derive_seed(seed, "transform", step, rank))
@@ -403,3 +403,16 @@ def train(
              torch.backends.cudnn.benchmark) = saved_flags
         if info.initialized_here:
             torch.distributed.destroy_process_group()
+
+
+def _seed_default_generators(seed: int, device: torch.device) -> None:
+    """Seed the CPU default generator and the one of ``device`` (what dropout draws from).
+
+    Cheaper than ``torch.manual_seed``, which also visits every other backend (CUDA, XPU, MTIA,
+    ...) and records a traceback for each lazy call: about 0.5 ms per training step.
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(seed)
+    elif device.type != "cpu":
+        torch.manual_seed(seed)
