@@ -1,26 +1,11 @@
-"""VE SDE on the 2-D checkerboard (uniform on 8 unit squares of [-2, 2]^2, entropy log 8).
+"""VE SDE on the 2-D checkerboard: configs/vp/checkerboard.py with the VE SDE (same data, model, training)."""
+from pathlib import Path
 
-Likelihood-weighted DSM with importance-sampled t and an MLP; other toy sets by override:
-``--config.data.dataset=moons`` (swiss_roll, 8gaussians, rings).
-"""
-from score_sde.builders import default_config
+from score_sde.builders import load_config
 
 
 def get_config():
-    config = default_config()
+    config = load_config(Path(__file__).resolve().parent.parent / "vp" / "checkerboard.py")
     config.sde.name = "vesde"
     config.sde.sigma_max = 5.0  # about the largest distance between data points
-    config.data.dataset = "checkerboard"
-    config.data.image_size = 0
-    config.data.num_channels = 0
-    config.data.uniform_dequantization = False
-    config.model.hidden = 128
-    config.model.num_blocks = 4
-    config.training.batch_size = 384
-    config.training.n_iters = 25000
-    config.training.snapshot_freq = 5000
-    config.optim.lr = 1e-3
-    config.sampling.n = 2000
-    config.sampling.batch_size = 2000
-    config.eval.num_points = 5000
     return config
