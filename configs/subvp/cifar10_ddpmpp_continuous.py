@@ -1,21 +1,13 @@
-"""DDPM++ (continuous) on CIFAR-10 with the SUBVP SDE, as in the paper (about 62M parameters).
-
-NCSN++ backbone with DDPM++ settings: positional embedding of 999 t, noise prediction, BigGAN
-residual blocks, skip rescaling, no FIR; sigma^2-weighted continuous DSM with mean reduction;
-EMA 0.9999; data in [-1, 1] with random flips.
+"""DDPM++ (continuous) on CIFAR-10 with the sub-VP SDE, as in the paper (about 62M parameters):
+configs/vp/cifar10_ddpmpp_continuous.py with the sub-VP SDE.
 Data: --config.data.root=DIR with DIR/cifar-10-batches-py (the python version of CIFAR-10).
 """
-import importlib.util
-import pathlib
+from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("_cifar10", pathlib.Path(__file__).resolve().parent.parent / "_cifar10.py")
-_cifar10 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cifar10)
+from score_sde.builders import load_config
 
 
 def get_config():
-    config = _cifar10.cifar10_config("vp_cifar10_ddpmpp_continuous", sde="subvpsde", centered=True, output="eps",
-                                     time_label="t", label_scale=999.0)
-    config.training.reduce_mean = True
-    config.sampling.method = "euler_maruyama"
+    config = load_config(Path(__file__).resolve().parent.parent / "vp" / "cifar10_ddpmpp_continuous.py")
+    config.sde.name = "subvpsde"
     return config
