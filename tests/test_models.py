@@ -19,9 +19,8 @@ from score_sde.models.convert import convert
 
 torch.set_num_threads(1)
 
-REF_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference_checkpoints")
-if not os.path.isdir(REF_DIR):
-    REF_DIR = "/work/shared/reference_checkpoints"
+# the published layouts (names, shapes, counts; no weights), kept with the tests
+REF_DIR = os.path.join(os.path.dirname(__file__), "data", "reference_layouts")
 REF_FILES = sorted(glob.glob(os.path.join(REF_DIR, "*.json")))
 
 
