@@ -79,18 +79,14 @@ def _fsync_dir(directory: Path):
         os.close(fd)
 
 
-def atomic_save(obj, path: PathLike):
-    """``torch.save(obj, path)`` through a temporary file + fsync + ``os.replace``.
-
-    If anything fails (or the process dies) before the rename, ``path`` is untouched; the
-    temporary file is removed on a Python-level failure (a killed process may leave a
-    ``.tmp`` file, which :func:`list_checkpoints` ignores and :func:`remove_stale_tmp` cleans)."""
+def _atomic_write(path: PathLike, mode: str, write) -> None:
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then ``os.replace`` it in."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -103,23 +99,18 @@ def atomic_save(obj, path: PathLike):
     _fsync_dir(path.parent)
 
 
+def atomic_save(obj, path: PathLike):
+    """``torch.save(obj, path)`` through a temporary file + fsync + ``os.replace``.
+
+    If anything fails (or the process dies) before the rename, ``path`` is untouched; the
+    temporary file is removed on a Python-level failure (a killed process may leave a
+    ``.tmp`` file, which :func:`list_checkpoints` ignores and :func:`remove_stale_tmp` cleans)."""
+    _atomic_write(path, "wb", lambda f: torch.save(obj, f))
+
+
 def atomic_save_text(path: PathLike, data):
     """Write ``data`` as pretty JSON to ``path`` atomically (tmp file + fsync + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    _atomic_write(path, "w", lambda f: json.dump(data, f, indent=2, sort_keys=True))
 
 
 def remove_stale_tmp(directory: PathLike) -> int:
