@@ -247,19 +247,26 @@ def run_train(cfg: ConfigDict, workdir, device=None, progress: bool = True):
                  snapshot_fn=snapshot, device=device, progress=progress, **builders.train_kwargs(cfg))
 
 
+def _sample_trained(cfg, workdir, method, steps, n, seed, device, checkpoint, **options):
+    """Load the run's model and draw ``n`` samples; returns (ds, sampler kwargs, x, nfe, seconds,
+    checkpoint path, step)."""
+    sde, model, path, step = load_trained(workdir, cfg, device, checkpoint)
+    ds = builders.build_data(cfg)
+    kw = builders.sampler_kwargs(cfg, method, steps)
+    t0 = time.perf_counter()
+    x, nfe = _draw(sde, model, ds, n, kw["method"], kw["steps"], seed, device, cfg.sampling.batch_size,
+                   eps=kw.get("eps"), **options)
+    return ds, kw, x, nfe, time.perf_counter() - t0, path, step
+
+
 def run_sample(cfg: ConfigDict, workdir, method: Optional[str] = None, steps: Optional[int] = None,
                n: Optional[int] = None, seed: int = 0, device=None, out: Optional[str] = None,
                checkpoint: Optional[str] = None, **options) -> Dict:
     """Sample ``n`` points/images with ``method``; writes npz + png and returns a summary dict."""
     device = _device(device)
-    sde, model, path, step = load_trained(workdir, cfg, device, checkpoint)
-    ds = builders.build_data(cfg)
-    kw = builders.sampler_kwargs(cfg, method, steps)
     n = int(n or cfg.sampling.n)
-    t0 = time.perf_counter()
-    x, nfe = _draw(sde, model, ds, n, kw["method"], kw["steps"], seed, device, cfg.sampling.batch_size,
-                   eps=kw.get("eps"), **options)
-    secs = time.perf_counter() - t0
+    ds, kw, x, nfe, secs, path, step = _sample_trained(cfg, workdir, method, steps, n, seed, device, checkpoint,
+                                                       **options)
     stem = Path(out) if out else Path(workdir) / "samples" / f"{kw['method']}_{kw['steps']}steps_seed{seed}"
     files = save_samples(x, ds, stem, title=f"{kw['method']}, {kw['steps']} steps, NFE {nfe}")
     summary = {"method": kw["method"], "steps": kw["steps"], "nfe": nfe, "n": n, "seed": seed, "seconds": secs,
@@ -318,14 +325,8 @@ def run_evaluate(cfg: ConfigDict, workdir, method: Optional[str] = None, steps: 
                  n: Optional[int] = None, seed: int = 0, device=None, checkpoint: Optional[str] = None) -> Dict:
     """Sample-quality metrics of the run's model against its data (see :func:`evaluate_model_samples`)."""
     device = _device(device)
-    sde, model, path, step = load_trained(workdir, cfg, device, checkpoint)
-    ds = builders.build_data(cfg)
-    kw = builders.sampler_kwargs(cfg, method, steps)
     n = int(n or cfg.eval.num_samples)
-    t0 = time.perf_counter()
-    x, nfe = _draw(sde, model, ds, n, kw["method"], kw["steps"], seed, device, cfg.sampling.batch_size,
-                   eps=kw.get("eps"))
-    secs = time.perf_counter() - t0
+    ds, kw, x, nfe, secs, path, step = _sample_trained(cfg, workdir, method, steps, n, seed, device, checkpoint)
     metrics = evaluate_model_samples(x, ds, cfg, workdir, seed=seed, device=device)
     return {"method": kw["method"], "steps": kw["steps"], "nfe": nfe, "n": n, "sampling_seconds": secs,
             "checkpoint": str(path), "step": step, "metrics": metrics}
