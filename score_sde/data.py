@@ -16,7 +16,7 @@ images, 17 for digits)::
     y = (x + 1/2) / L                   (no dequantisation: the bin centres)
     model input = 2 y - 1   if centered  (in [-1, 1]),  else y  (in [0, 1])
 
-This is :class:`score_sde.likelihood.Dequantization` with ``levels = L`` and ``data_range``
+This is :class:`score_sde.quantization.Dequantization` with ``levels = L`` and ``data_range``
 ``(-1, 1)`` or ``(0, 1)`` (:attr:`Dataset.dequantization`): a continuous density p on model
 inputs bounds the discrete negative log-likelihood by ``E_u[-log p(input)] - D log(cell width)``,
 cell width ``2/L`` (centered) or ``1/L``.
@@ -31,16 +31,18 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Callable, ClassVar, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+
+from .quantization import Dequantization
 
 __all__ = [
     "TOY_DATASETS", "CHECKERBOARD_ENTROPY", "toy_sample", "checkerboard", "swiss_roll", "moons",
     "eight_gaussians", "rings", "checkerboard_log_prob",
     "DIGITS_SPLIT", "load_digits", "load_cifar10", "load_image_folder", "ImageFolder", "IMAGE_EXTENSIONS",
-    "to_float", "to_levels", "random_flip", "Dataset", "make_dataset", "DATASETS",
+    "to_float", "to_levels", "random_flip", "Dataset", "PointDataset", "ImageDataset", "make_dataset", "DATASETS",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -157,19 +159,23 @@ def _check_split(split):
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
 
 
-def load_digits(split: str = "train") -> torch.Tensor:
-    """scikit-learn's bundled 8x8 digits (no download), grey levels 0..16, uint8 ``(N, 1, 8, 8)``.
+def load_digits(split: str = "train", labels: bool = False):
+    """scikit-learn's bundled 8x8 digits (no download), grey levels 0..16, uint8 ``(N, 1, 8, 8)``
+    (and, with ``labels=True``, the int64 class labels ``(N,)``: returns ``(images, labels)``).
 
-    Split: ``train_test_split(images, test_size=0.2, random_state=0)`` -> 1437 train, 360 test.
+    Split: ``train_test_split(images, labels, test_size=0.2, random_state=0)`` -> 1437 train,
+    360 test (the split depends only on the number of images and the seed).
     """
     _check_split(split)
     from sklearn.datasets import load_digits as _sk_load
     from sklearn.model_selection import train_test_split
 
-    images = _sk_load().images.astype(np.uint8)          # (1797, 8, 8), values 0..16
-    train, test = train_test_split(images, **DIGITS_SPLIT)
-    arr = train if split == "train" else test
-    return torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(1)
+    d = _sk_load()
+    images = d.images.astype(np.uint8)          # (1797, 8, 8), values 0..16
+    xtr, xte, ytr, yte = train_test_split(images, d.target, **DIGITS_SPLIT)
+    x, y = (xtr, ytr) if split == "train" else (xte, yte)
+    x = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
+    return (x, torch.from_numpy(np.asarray(y, dtype=np.int64))) if labels else x
 
 
 _CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -281,25 +287,18 @@ def to_float(x: torch.Tensor, levels: int, dequantize: bool = True, centered: bo
     """Integer levels ``x in {0..levels-1}`` -> model inputs (see the module docstring).
 
     ``y = (x + u) / levels`` with ``u ~ U[0,1)`` (``dequantize``) or ``(x + 1/2) / levels``; then
-    ``2 y - 1`` if ``centered``. Any shape; ``generator`` must live on x's device.
+    ``2 y - 1`` if ``centered``. Any shape; ``generator`` must live on x's device. Shorthand for
+    ``Dequantization.for_data(levels, centered).to_float``.
     """
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
         raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
-    xf = x.to(dtype)
-    if dequantize:
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=dtype)
-    else:
-        u = torch.full_like(xf, 0.5)
-    y = (xf + u) / levels
-    return 2.0 * y - 1.0 if centered else y
+    return Dequantization.for_data(levels, centered).to_float(x, dequantize=dequantize, generator=generator,
+                                                              dtype=dtype)
 
 
 def to_levels(y: torch.Tensor, levels: int, centered: bool = True) -> torch.Tensor:
     """Inverse of :func:`to_float`: model-space values -> nearest integer levels (uint8 if levels<=256)."""
-    if centered:
-        y = (y + 1.0) / 2.0
-    x = torch.floor(y * levels).clamp(0, levels - 1)
-    return x.to(torch.uint8) if levels <= 256 else x.long()
+    return Dequantization.for_data(levels, centered).to_levels(y)
 
 
 def random_flip(x: torch.Tensor, generator: Optional[torch.Generator] = None, p: float = 0.5) -> torch.Tensor:
@@ -310,32 +309,44 @@ def random_flip(x: torch.Tensor, generator: Optional[torch.Generator] = None, p:
 
 
 # ---------------------------------------------------------------------------------------------
-# one object per data set: what training, sampling and likelihood need
+# one object per data set: what training, sampling, likelihood and evaluation need
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
 class Dataset:
-    """A data set ready for training and evaluation.
+    """Base of the two data-set types, :class:`PointDataset` and :class:`ImageDataset`.
+
+    Everything the application layer does differently per data set is asked of the data set
+    (no ``if ds.name == ...`` elsewhere):
+
+    * :meth:`training_data` -> ``(data, transform)`` for :func:`score_sde.training.train`;
+    * :meth:`likelihood_data` -> ``(x, dequantization, what)`` for the likelihood command;
+    * :meth:`sample_metrics` / :meth:`likelihood_metrics`: extra numbers (e.g. the checkerboard's
+      fraction of samples on the board, the gap to its entropy);
+    * :meth:`evaluation_kwargs`: the feature space and reference of ``evaluate_samples``;
+    * :meth:`visual`: how samples are shown (``("image", uint8 (B, C, H, W), scale)`` or
+      ``("points", (B, 2))``), written by :mod:`score_sde.io`.
 
     Attributes:
         name: data set name.
         event_shape: shape of one model input, e.g. ``(2,)`` or ``(1, 8, 8)``.
-        kind: ``"points"`` (2-D toy) or ``"image"``.
+        kind: ``"points"`` or ``"image"`` (a class attribute, for display).
         levels: number of quantisation levels (None for continuous toy data).
         centered: model inputs in ``[-1, 1]`` (else ``[0, 1]``); images only.
         dequantize: add uniform noise to training batches (images only).
         flip: random horizontal flips of training batches.
     """
 
+    kind: ClassVar[str] = "abstract"
+    #: how many samples a training snapshot draws
+    snapshot_samples: ClassVar[int] = 64
+
     name: str
     event_shape: Tuple[int, ...]
-    kind: str
     levels: Optional[int] = None
     centered: bool = True
     dequantize: bool = True
     flip: bool = False
-    _raw: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    _loader: Optional[Callable[[str], torch.Tensor]] = field(default=None, repr=False)
 
     @property
     def data_range(self) -> Tuple[float, float]:
@@ -343,57 +354,135 @@ class Dataset:
         return (-1.0, 1.0) if self.centered else (0.0, 1.0)
 
     @property
-    def dequantization(self):
-        """:class:`score_sde.likelihood.Dequantization` matching :func:`to_float` (None for toy data)."""
-        if self.levels is None:
-            return None
-        from .likelihood import Dequantization
-
-        return Dequantization(self.levels, self.data_range)
+    def dequantization(self) -> Optional[Dequantization]:
+        """The :class:`score_sde.quantization.Dequantization` of the data (None for toy data)."""
+        return None
 
     @property
     def dim(self) -> int:
         """Number of data dimensions D."""
         return int(np.prod(self.event_shape))
 
+    def sample_metrics(self, x: torch.Tensor) -> Dict[str, float]:
+        """Extra metrics of model-space samples ``x`` that only this data set can compute (default none)."""
+        return {}
+
+    def likelihood_metrics(self, nll_nats: float) -> Dict[str, float]:
+        """Extra likelihood numbers (default none) given the mean NLL in nats."""
+        return {}
+
+
+@dataclass
+class PointDataset(Dataset):
+    """Continuous toy points ``(n, 2)`` drawn fresh from an exact sampler (``TOY_DATASETS``).
+
+    ``log_prob`` (optional): the exact log-density, ``entropy`` (optional): its entropy in nats;
+    with them the data set reports the fraction of samples on the support and the NLL gap.
+    """
+
+    kind: ClassVar[str] = "points"
+    snapshot_samples: ClassVar[int] = 2000
+
+    log_prob: Optional[Callable[[torch.Tensor], torch.Tensor]] = field(default=None, repr=False)
+    entropy: Optional[float] = None
+
     def raw(self, split: str) -> torch.Tensor:
-        """The stored split: uint8 levels ``(N, C, H, W)`` for images; toy data has no stored split."""
         _check_split(split)
-        if self.kind == "points":
-            raise ValueError(f"toy data set {self.name!r} has no stored split: draw fresh points with .sample(n)")
+        raise ValueError(f"toy data set {self.name!r} has no stored split: draw fresh points with .sample(n)")
+
+    def preprocess(self, raw: torch.Tensor, generator: Optional[torch.Generator] = None, train: bool = True,
+                   dequantize: Optional[bool] = None) -> torch.Tensor:
+        """Points are model inputs already (as float32)."""
+        return raw.float()
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
+        """``n`` fresh toy points, float32 ``(n, 2)``."""
+        return toy_sample(self.name, n, generator=generator, device=device)
+
+    def batches(self, batch_size: int, split: str = "train", generator: Optional[torch.Generator] = None,
+                device=None, train: bool = True) -> Iterator[torch.Tensor]:
+        """Endless iterator of fresh batches ``(batch_size, 2)``."""
+        _check_batch_size(batch_size)
+        while True:
+            yield self.sample(batch_size, generator=generator, device=device)
+
+    def eval_data(self, split: str = "test", n: Optional[int] = None, generator: Optional[torch.Generator] = None
+                  ) -> torch.Tensor:
+        """``n`` fresh toy points (default 10000)."""
+        return self.sample(10000 if n is None else n, generator=generator)
+
+    def training_data(self):
+        """``(sampler(n, generator=None), None)``: fresh points every batch, no transform."""
+        return (lambda n, generator=None: self.sample(n, generator=generator)), None
+
+    def likelihood_data(self, split: str, n: Optional[int], seed: int, default_n: int):
+        """``(x, None, "fresh samples")``: ``n`` (else ``default_n``) fresh points seeded by ``seed``."""
+        x = self.sample(int(n or default_n), generator=torch.Generator().manual_seed(seed))
+        return x, None, "fresh samples"
+
+    def sample_metrics(self, x: torch.Tensor) -> Dict[str, float]:
+        if self.log_prob is None:
+            return {}
+        return {"fraction_on_board": float(torch.isfinite(self.log_prob(x.detach().cpu())).float().mean())}
+
+    def likelihood_metrics(self, nll_nats: float) -> Dict[str, float]:
+        if self.entropy is None:
+            return {}
+        return {"true_entropy_nats": self.entropy, "gap_nats": nll_nats - self.entropy}
+
+    def evaluation_kwargs(self, n: int, seed: int, workdir, split: str = "test") -> Dict:
+        """Raw-space metrics (Frechet distance, sliced Wasserstein) against ``n`` fresh points."""
+        ref = self.sample(n, generator=torch.Generator().manual_seed(10_000 + seed))
+        return {"features": "raw", "reference": ref}
+
+    def visual(self, x: torch.Tensor):
+        """``("points", x)``: shown as a scatter plot."""
+        return "points", x.detach().cpu().float()
+
+
+@dataclass
+class ImageDataset(Dataset):
+    """Quantised images stored as uint8 levels ``(N, C, H, W)``, read on first use by ``loader(split)``.
+
+    ``feature_space``: the default feature space of its sample metrics (``"digits"`` or
+    ``"inception"``, see :func:`score_sde.evaluation.get_feature_space`).
+    """
+
+    kind: ClassVar[str] = "image"
+
+    loader: Optional[Callable[[str], torch.Tensor]] = field(default=None, repr=False)
+    feature_space: str = "inception"
+    _raw: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def dequantization(self) -> Dequantization:
+        """The quantisation of the images: ``levels`` cells over :attr:`data_range`."""
+        return Dequantization.for_data(self.levels, self.centered)
+
+    def raw(self, split: str) -> torch.Tensor:
+        """The stored split: uint8 levels ``(N, C, H, W)``."""
+        _check_split(split)
         if split not in self._raw:
-            self._raw[split] = self._loader(split)
+            self._raw[split] = self.loader(split)
         return self._raw[split]
 
     def preprocess(self, raw: torch.Tensor, generator: Optional[torch.Generator] = None, train: bool = True,
                    dequantize: Optional[bool] = None) -> torch.Tensor:
-        """Raw batch -> model inputs (float32). ``train`` enables random flips."""
-        if self.kind == "points":
-            return raw.float()
+        """Raw levels -> model inputs (float32). ``train`` enables random flips."""
         deq = self.dequantize if dequantize is None else dequantize
-        x = to_float(raw, self.levels, dequantize=deq, centered=self.centered, generator=generator)
+        x = self.dequantization.to_float(raw, dequantize=deq, generator=generator)
         if train and self.flip:
             x = random_flip(x, generator)
         return x
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
-        """``n`` fresh toy points (toy data only), float32 ``(n, 2)``."""
-        if self.kind != "points":
-            raise ValueError(f"{self.name!r} is a stored data set: use .raw(split) / .batches(...)")
-        return toy_sample(self.name, n, generator=generator, device=device)
+        raise ValueError(f"{self.name!r} is a stored data set: use .raw(split) / .batches(...)")
 
     def batches(self, batch_size: int, split: str = "train", generator: Optional[torch.Generator] = None,
                 device=None, train: bool = True) -> Iterator[torch.Tensor]:
-        """Endless iterator of preprocessed batches ``(batch_size, *event_shape)``.
-
-        Toy data: fresh points every batch. Stored data: reshuffled epochs (the last partial batch
-        of an epoch is dropped), preprocessed on ``device``.
-        """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if self.kind == "points":
-            while True:
-                yield self.sample(batch_size, generator=generator, device=device)
+        """Endless iterator of preprocessed batches: reshuffled epochs (the last partial batch of an
+        epoch is dropped), preprocessed on ``device``."""
+        _check_batch_size(batch_size)
         data = self.raw(split)
         n = data.shape[0]
         if n < batch_size:
@@ -409,14 +498,50 @@ class Dataset:
 
     def eval_data(self, split: str = "test", n: Optional[int] = None, generator: Optional[torch.Generator] = None
                   ) -> torch.Tensor:
-        """Evaluation inputs: the stored split preprocessed with dequantisation (no flips), or
-        ``n`` fresh toy points (default 10000)."""
-        if self.kind == "points":
-            return self.sample(10000 if n is None else n, generator=generator)
+        """The stored split preprocessed with dequantisation (no flips)."""
         raw = self.raw(split)
         if n is not None:
             raw = raw[:n]
         return self.preprocess(raw, generator=generator, train=False, dequantize=True)
+
+    def training_data(self):
+        """``(levels, transform)``: the train split (as floats when small, else the uint8 levels
+        behind a map-style dataset) and the dequantise-and-flip transform."""
+        raw = self.raw("train")
+        data = raw.float() if raw.numel() <= 50_000_000 else torch.utils.data.TensorDataset(raw)
+        return data, (lambda x, generator: self.preprocess(x, generator=generator, train=True))
+
+    def likelihood_data(self, split: str, n: Optional[int], seed: int, default_n: int):
+        """``(levels, dequantization, split)``: the first ``n`` images of ``split`` (all if n is None)."""
+        x = self.raw(split)
+        return (x[: int(n)] if n else x), self.dequantization, split
+
+    def evaluation_kwargs(self, n: int, seed: int, workdir, split: str = "test") -> Dict:
+        """``feature_space`` metrics: the digits classifier (cached in WORKDIR) or Inception
+        statistics of ``split`` (cached in WORKDIR)."""
+        kw = {"features": self.feature_space, "data_range": self.dequantization.centre_range}
+        if self.feature_space == "digits":
+            kw["digits_classifier"] = str(Path(workdir) / "digits_classifier.pt")
+        else:
+            kw["reference"] = self.raw(split)
+            kw["reference_cache"] = str(Path(workdir) / f"{self.feature_space}_stats_{self.name}_{split}.npz")
+        return kw
+
+    def visual(self, x: torch.Tensor):
+        """``("image", uint8 levels stretched to 0..255, upscale)`` of at most 100 samples."""
+        levels = self.dequantization.to_levels(x.detach().cpu()[:100])
+        if self.levels != 256:   # stretch e.g. 17 grey levels to 0..255 for viewing
+            levels = (levels.float() * (255.0 / (self.levels - 1))).round().to(torch.uint8)
+        return "image", levels, max(1, 64 // self.event_shape[-1])
+
+    def levels_of(self, x: torch.Tensor) -> torch.Tensor:
+        """The quantised levels of model-space samples ``x`` (saved beside the samples)."""
+        return self.dequantization.to_levels(x.detach().cpu())
+
+
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 #: data set names accepted by :func:`make_dataset`
@@ -425,22 +550,24 @@ DATASETS = tuple(TOY_DATASETS) + ("digits", "cifar10", "folder")
 
 def make_dataset(name: str, root: Optional[str] = None, image_size: Optional[int] = None, channels: int = 3,
                  centered: bool = True, dequantize: bool = True, flip: bool = False) -> Dataset:
-    """Build a :class:`Dataset` by name (one of ``DATASETS``).
+    """Build a :class:`PointDataset` or :class:`ImageDataset` by name (one of ``DATASETS``).
 
     ``root`` is needed for ``cifar10`` and ``folder``; ``image_size``/``channels`` for ``folder``.
     Files are only read when a split is first used.
     """
     if name in TOY_DATASETS:
-        return Dataset(name, (2,), "points", flip=False)
+        if name == "checkerboard":
+            return PointDataset(name, (2,), log_prob=checkerboard_log_prob, entropy=CHECKERBOARD_ENTROPY)
+        return PointDataset(name, (2,))
     if name == "digits":
-        return Dataset(name, (1, 8, 8), "image", levels=17, centered=centered, dequantize=dequantize, flip=flip,
-                       _loader=load_digits)
+        return ImageDataset(name, (1, 8, 8), levels=17, centered=centered, dequantize=dequantize, flip=flip,
+                            loader=load_digits, feature_space="digits")
     if name == "cifar10":
         if not root:
             raise ValueError("cifar10 needs a data directory: set --config.data.root=DIR (the directory with "
                              "cifar-10-batches-py). " + _CIFAR_HELP)
-        return Dataset(name, (3, 32, 32), "image", levels=256, centered=centered, dequantize=dequantize, flip=flip,
-                       _loader=lambda split: load_cifar10(root, split))
+        return ImageDataset(name, (3, 32, 32), levels=256, centered=centered, dequantize=dequantize, flip=flip,
+                            loader=lambda split: load_cifar10(root, split))
     if name == "folder":
         if not root:
             raise ValueError("an image folder needs --config.data.root=DIR (train images in DIR/train, test in "
@@ -453,6 +580,6 @@ def make_dataset(name: str, root: Optional[str] = None, image_size: Optional[int
             sub = d / split
             return load_image_folder(sub if sub.is_dir() else d, image_size, channels)
 
-        return Dataset(name, (channels, image_size, image_size), "image", levels=256, centered=centered,
-                       dequantize=dequantize, flip=flip, _loader=_load)
+        return ImageDataset(name, (channels, image_size, image_size), levels=256, centered=centered,
+                            dequantize=dequantize, flip=flip, loader=_load)
     raise ValueError(f"unknown data set {name!r}; choose one of {list(DATASETS)}")

@@ -67,6 +67,7 @@ except ImportError:  # pragma: no cover
     _ODE_SOLVERS = _ADAPTIVE | {"euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
                                 "fixed_adams", "scipy_solver"}
 
+from .quantization import Dequantization, dequantize  # the shared quantisation convention (re-exported)
 from .sde import SDE
 
 __all__ = [
@@ -107,117 +108,6 @@ class LikelihoodOutput(NamedTuple):
     bpd: torch.Tensor
     z: torch.Tensor
     nfe: int
-
-
-# ---------------------------------------------------------------------------- dequantisation
-@dataclass(frozen=True)
-class Dequantization:
-    """Uniform dequantisation of data with ``levels`` values per dimension, affinely scaled to
-    ``data_range = (lo, hi)``.
-
-    Quantised data may be given as integer codes ``k in {0, ..., levels-1}`` (an integer tensor)
-    or as floats on the grid ``lo + (hi - lo) * k / (levels - 1)`` (the usual "divide by 255,
-    then rescale" pipeline: 8-bit images in [0, 1] are ``Dequantization(256, (0, 1))``, in
-    [-1, 1] ``Dequantization(256, (-1, 1))``). Dequantised values are
-    ``lo + (hi - lo) * (k + u) / levels`` with ``u ~ U[0, 1)``: code k owns a cell of width
-    ``cell_width = (hi - lo) / levels``.
-    """
-
-    levels: int = 256
-    data_range: Tuple[float, float] = (-1.0, 1.0)
-
-    def __post_init__(self):
-        lv = self.levels
-        if isinstance(lv, bool) or not isinstance(lv, numbers.Integral) or lv < 2:
-            raise ValueError(f"levels (number of discrete values per dimension) must be an integer >= 2, got {lv!r}")
-        object.__setattr__(self, "levels", int(lv))
-        try:
-            lo, hi = (float(v) for v in self.data_range)
-        except (TypeError, ValueError):
-            raise ValueError(f"data_range must be a pair (lo, hi) of numbers, got {self.data_range!r}") from None
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ValueError(f"data_range must be finite with lo < hi, got {self.data_range!r}")
-        object.__setattr__(self, "data_range", (lo, hi))
-
-    @property
-    def cell_width(self) -> float:
-        """Width ``(hi - lo) / levels`` of one code's cell in data space."""
-        lo, hi = self.data_range
-        return (hi - lo) / self.levels
-
-    @property
-    def bits_offset(self) -> float:
-        """``-log2(cell_width)``: bits/dim added to the continuous bits/dim (7 for 8-bit data in
-        [-1, 1], 8 for [0, 1])."""
-        return -math.log2(self.cell_width)
-
-    def log_cell_volume(self, dim: int) -> float:
-        """``D log(cell_width)`` (nats): log-volume of one code's cell for ``D = dim`` values."""
-        return dim * math.log(self.cell_width)
-
-    def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Integer codes (int64, shaped like x) of quantised data; ValueError if x is not
-        quantised data of this kind (non-finite, outside ``data_range`` or off the grid)."""
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"x must be a tensor, got {type(x).__name__}")
-        L = self.levels
-        if not x.is_floating_point():
-            if x.dtype == torch.bool or x.is_complex():
-                raise ValueError(f"x must hold integer codes or floats, got dtype {x.dtype}")
-            k = x.to(torch.int64)
-            if k.numel() and (int(k.min()) < 0 or int(k.max()) > L - 1):
-                raise ValueError(
-                    f"integer codes must lie in {{0, ..., levels-1}} = {{0, ..., {L - 1}}}, got values in "
-                    f"[{int(k.min())}, {int(k.max())}]")
-            return k
-        _check_finite(x, "x")
-        lo, hi = self.data_range
-        step = (hi - lo) / (L - 1)
-        xf = x.to(torch.float64)
-        if xf.numel():
-            xmin, xmax = float(xf.min()), float(xf.max())
-            tol = 1e-3 * step
-            if xmin < lo - tol or xmax > hi + tol:
-                raise ValueError(
-                    f"data outside the declared data_range: expected values in [{lo:g}, {hi:g}], got values in "
-                    f"[{xmin:.6g}, {xmax:.6g}]; pass the range your data is scaled to")
-        pos = (xf - lo) / step
-        k = torch.round(pos)
-        off = float((pos - k).abs().max()) if xf.numel() else 0.0
-        if off > 1e-2:
-            raise ValueError(
-                f"x is not on the grid of {L} levels in data_range [{lo:g}, {hi:g}] (values lo + (hi - lo) k / "
-                f"(levels - 1)); worst offset {off:.3g} grid steps. For data that is already continuous, call "
-                f"log_likelihood without dequantization (and use Dequantization.discrete_logp on dequantised "
-                f"data)")
-        return k.clamp_(0, L - 1).to(torch.int64)
-
-    def dequantize(self, x: torch.Tensor, generator: Optional[torch.Generator] = None,
-                   dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """Continuous values ``lo + (hi - lo) (k + u) / levels``, ``u ~ U[0,1)`` drawn from
-        ``generator`` (on its device), shaped like x; dtype: x's floating dtype (or ``dtype``,
-        or torch's default for integer codes)."""
-        k = self.codes(x)
-        if dtype is None:
-            dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-        u = _rand_like(k, generator, dtype, kind="uniform")
-        lo, _ = self.data_range
-        return lo + (k.to(dtype) + u) * self.cell_width
-
-    def discrete_logp(self, logp_continuous: torch.Tensor, dim: int) -> torch.Tensor:
-        """Lower-bound estimate of the discrete log-probability from the continuous log-density
-        of dequantised data: ``logp_continuous + D log(cell_width)``."""
-        return logp_continuous + self.log_cell_volume(dim)
-
-
-def dequantize(x: torch.Tensor, levels: int = 256, data_range=(-1.0, 1.0),
-               generator: Optional[torch.Generator] = None, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """Uniformly dequantise a batch: shorthand for ``Dequantization(levels, data_range).dequantize``.
-
-    ``x``: integer codes in ``{0..levels-1}`` or floats on ``lo + (hi-lo) k/(levels-1)``; returns
-    floats in ``[lo, hi]`` shaped like x.
-    """
-    return Dequantization(levels, data_range).dequantize(x, generator=generator, dtype=dtype)
 
 
 def bits_per_dim(logp: torch.Tensor, dim: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Small shared helpers: rank-agnostic broadcasting and argument checks.
+"""Small shared helpers: rank-agnostic broadcasting, argument checks and the atomic file writer.
 
 Notation used across the package: ``x`` is a batch shaped ``(B, *event_shape)`` of any rank
 (``(B, D)`` vectors, ``(B, C, H, W)`` images, ...); ``t`` holds one time per sample, shape
@@ -6,11 +6,16 @@ Notation used across the package: ``x`` is a batch shaped ``(B, *event_shape)`` 
 """
 from __future__ import annotations
 
+import json
 import numbers
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Union
 
 import torch
 
-__all__ = ["append_dims", "batch_sum", "batch_mean", "as_time", "check_positive"]
+__all__ = ["append_dims", "batch_sum", "batch_mean", "as_time", "check_positive", "atomic_write", "atomic_write_json"]
 
 
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -90,3 +95,55 @@ def check_positive(name: str, value) -> float:
     if not (v > 0 and v < float("inf")):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return v
+
+
+# ---------------------------------------------------------------------------------------------
+# the one atomic writer (checkpoints, JSON, .npz statistics, classifier caches)
+# ---------------------------------------------------------------------------------------------
+
+def _fsync_dir(directory: Path):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Union[str, os.PathLike], mode: str, write: Callable[[Any], None]) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path`` (opened with ``mode``: ``"wb"`` or
+    ``"w"``), fsync it, ``os.replace`` it over ``path`` and fsync the directory.
+
+    A crash at any moment leaves either the old file or the complete new one, never a torn one;
+    on a Python-level failure the temporary file (``.NAME.*.tmp``) is removed and ``path`` is
+    untouched. Parent directories are created. Returns ``path``. Every file the package writes
+    for later reading goes through here (``torch.save``: ``atomic_write(p, "wb", lambda f:
+    torch.save(obj, f))``; ``np.savez`` likewise).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_json(path: Union[str, os.PathLike], obj) -> Path:
+    """Write ``obj`` as indented, key-sorted JSON (plus a final newline) through :func:`atomic_write`."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    return atomic_write(path, "w", lambda f: f.write(text))

@@ -26,26 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import DIGITS_SPLIT, load_digits
+from ..utils import atomic_write
+
 __all__ = ["DigitsClassifier", "load_digits_split", "train_digits_classifier", "load_digits_classifier",
            "DIGITS_SPLIT"]
 
-#: ``sklearn.model_selection.train_test_split(images, labels, **DIGITS_SPLIT)``
-DIGITS_SPLIT = {"test_size": 0.2, "random_state": 0}
 
 
 def load_digits_split(split: str = "train") -> Tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels)`` of the project's digits split: float32 ``(N, 1, 8, 8)`` in ``[0, 1]``
     (grey level / 16) and int64 ``(N,)``; ``split`` is ``"train"`` (1437) or ``"test"`` (360)."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    xtr, xte, ytr, yte = train_test_split(d.images, d.target, **DIGITS_SPLIT)
-    x, y = (xtr, ytr) if split == "train" else (xte, yte)
-    images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) / 16.0).unsqueeze(1)
-    return images, torch.from_numpy(np.asarray(y, dtype=np.int64))
+    levels, labels = load_digits(split, labels=True)        # the data loader's split, not a copy of it
+    return levels.float() / 16.0, labels
 
 
 class DigitsClassifier(nn.Module):
@@ -158,12 +151,8 @@ def _train(config: dict, cache) -> DigitsClassifier:
     model.test_accuracy = _accuracy(model, xte, yte)
     model.config = config
     if cache is not None:
-        path = os.fspath(cache)
-        if os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        torch.save({"state_dict": model.state_dict(), "config": config, "test_accuracy": model.test_accuracy},
-                   path + ".tmp")
-        os.replace(path + ".tmp", path)
+        obj = {"state_dict": model.state_dict(), "config": config, "test_accuracy": model.test_accuracy}
+        atomic_write(cache, "wb", lambda f: torch.save(obj, f))
     return model
 
 

@@ -38,6 +38,8 @@ from typing import Any, Dict, Iterable, Optional
 import numpy as np
 import torch
 
+from ..quantization import Dequantization
+from ..utils import atomic_write
 from .exact import sliced_wasserstein
 from .frechet import FeatureStatistics, FeatureStats, frechet_distance, load_stats, save_stats
 from .metrics import inception_score, kernel_inception_distance
@@ -51,8 +53,7 @@ def level_range(levels: int, centered: bool = True):
     :func:`score_sde.data.to_float`'s convention (bin centres ``(x + 1/2) / levels``, then
     ``2 y - 1`` if ``centered``): pass it as ``data_range`` so that level ``x`` maps to
     ``x / (levels - 1)`` exactly. E.g. digits (17 levels, centred): ``(-16/17, 16/17)``."""
-    lo, hi = 0.5 / levels, (levels - 0.5) / levels
-    return (2 * lo - 1, 2 * hi - 1) if centered else (lo, hi)
+    return Dequantization.for_data(levels, centered).centre_range
 
 
 # ------------------------------------------------------------------------------- feature spaces
@@ -486,8 +487,8 @@ def evaluate_samples(samples, *, features="inception", reference=None, metrics=N
         meta = {"feature_space": space.name, "fingerprint": space.fingerprint, "metrics": opts["metrics"],
                 "rank": rank, "world_size": world_size, "num_samples_total": n_total,
                 "data_range": list(opts["data_range"]), "quantize": opts["quantize"]}
-        np.savez(path + ".tmp.npz", meta=np.asarray(json.dumps(meta)), **st.arrays())
-        os.replace(path + ".tmp.npz", path)
+        arrays = st.arrays()
+        atomic_write(path, "wb", lambda f: np.savez(f, meta=np.asarray(json.dumps(meta)), **arrays))
         return {"complete": False, "shard": path, "rank": rank, "world_size": world_size,
                 "num_samples": st.n}
     return _finalize(st, space, reference, distribution, opts)

@@ -31,6 +31,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..utils import atomic_write
+
 __all__ = ["frechet_distance", "FeatureStats", "FeatureStatistics", "save_stats", "load_stats"]
 
 
@@ -198,9 +200,7 @@ def save_stats(path, stats: FeatureStatistics) -> str:
               "n": np.asarray(stats.n, np.int64), "meta": np.asarray(json.dumps(stats.meta, sort_keys=True))}
     if stats.features is not None:
         arrays["features"] = np.asarray(stats.features, np.float32)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, "wb", lambda f: np.savez(f, **arrays))
     return path
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Union
@@ -32,6 +31,7 @@ from typing import Dict, List, Optional, Union
 import torch
 from torch import nn
 
+from ..utils import atomic_write as _atomic_write  # the package's one atomic writer
 from .ema import unwrap_model
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
@@ -64,39 +64,6 @@ def latest_checkpoint(directory: PathLike) -> Optional[Path]:
     """The newest checkpoint file in ``directory`` (by step in the name), or None."""
     files = list_checkpoints(directory)
     return files[-1] if files else None
-
-
-def _fsync_dir(directory: Path):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: PathLike, mode: str, write) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then ``os.replace`` it in."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 def atomic_save(obj, path: PathLike):
