@@ -5,12 +5,13 @@ sample ``(B,)``; ``x_t = alpha(t) x_0 + sigma(t) z`` (see :mod:`score_sde.sde`).
 """
 __version__ = "0.1.0"
 
-from . import analytic, builders, data, evaluation, likelihood, losses, models, sampling, sde, training, utils
+from . import (analytic, builders, config, data, evaluation, interop, likelihood, losses, models, quantization, sampling,
+               sde, training, utils)
 from .analytic import Gaussian, GaussianMixture
-from .builders import default_config, load_config
+from .config import default_config, get_model, load_config
 from .likelihood import Dequantization, LikelihoodOutput, bits_per_dim, decode, dequantize, encode, log_likelihood
 from .losses import DSMLoss, ddpm_loss, smld_loss
-from .models import MLP, ScoreModel, get_model
+from .models import MLP, ScoreModel
 from .sampling import SOLVERS, SampleOutput, sample
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, subVPSDE
 from .training import EMA, CheckpointError, load_model, train
@@ -25,5 +26,6 @@ __all__ = [
     "train", "EMA", "load_model", "CheckpointError",
     "Gaussian", "GaussianMixture",
     "load_config", "default_config",
-    "analytic", "builders", "data", "evaluation", "likelihood", "losses", "models", "sampling", "sde", "training", "utils",
+    "analytic", "builders", "config", "data", "evaluation", "interop", "likelihood", "losses", "models", "quantization",
+    "sampling", "sde", "training", "utils",
 ]

@@ -4,7 +4,7 @@ Data: --config.data.root=DIR with DIR/cifar-10-batches-py (the python version of
 """
 from pathlib import Path
 
-from score_sde.builders import load_config
+from score_sde.config import load_config
 
 
 def get_config():

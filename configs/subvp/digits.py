@@ -1,7 +1,7 @@
 """Sub-VP SDE on scikit-learn's bundled 8x8 digits: configs/vp/digits.py with the sub-VP SDE (same data, model, training)."""
 from pathlib import Path
 
-from score_sde.builders import load_config
+from score_sde.config import load_config
 
 
 def get_config():

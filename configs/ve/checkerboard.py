@@ -1,7 +1,7 @@
 """VE SDE on the 2-D checkerboard: configs/vp/checkerboard.py with the VE SDE (same data, model, training)."""
 from pathlib import Path
 
-from score_sde.builders import load_config
+from score_sde.config import load_config
 
 
 def get_config():

@@ -5,17 +5,12 @@ output divided by sigma (the net predicts the score), data in [0, 1] (the net ce
 sum-reduced sigma^2-weighted DSM, EMA 0.999; PC sampling (reverse diffusion + Langevin).
 Data: --config.data.root=DIR with DIR/cifar-10-batches-py (the python version of CIFAR-10).
 """
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location("_cifar10", pathlib.Path(__file__).resolve().parent.parent / "_cifar10.py")
-_cifar10 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cifar10)
+from score_sde.config import cifar10_config
 
 
 def get_config():
-    config = _cifar10.cifar10_config("ve_cifar10_ncsnpp_continuous", sde="vesde", centered=False, output="score",
-                                     time_label="sigma")
+    config = cifar10_config("ve_cifar10_ncsnpp_continuous", sde="vesde", centered=False, output="score",
+                            time_label="sigma")
     config.sde.sigma_min = 0.01
     config.sde.sigma_max = 50.0
     config.training.reduce_mean = False

@@ -3,7 +3,7 @@
 Likelihood-weighted DSM with importance-sampled t and an MLP; other toy sets by override:
 ``--config.data.dataset=moons`` (swiss_roll, 8gaussians, rings).
 """
-from score_sde.builders import default_config
+from score_sde.config import default_config
 
 
 def get_config():

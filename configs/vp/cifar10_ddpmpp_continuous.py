@@ -5,17 +5,12 @@ residual blocks, skip rescaling, no FIR; sigma^2-weighted continuous DSM with me
 EMA 0.9999; data in [-1, 1] with random flips.
 Data: --config.data.root=DIR with DIR/cifar-10-batches-py (the python version of CIFAR-10).
 """
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location("_cifar10", pathlib.Path(__file__).resolve().parent.parent / "_cifar10.py")
-_cifar10 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cifar10)
+from score_sde.config import cifar10_config
 
 
 def get_config():
-    config = _cifar10.cifar10_config("vp_cifar10_ddpmpp_continuous", sde="vpsde", centered=True, output="eps",
-                                     time_label="t", label_scale=999.0)
+    config = cifar10_config("vp_cifar10_ddpmpp_continuous", sde="vpsde", centered=True, output="eps",
+                            time_label="t", label_scale=999.0)
     config.training.reduce_mean = True
     config.sampling.method = "euler_maruyama"
     return config

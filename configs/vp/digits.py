@@ -3,7 +3,7 @@
 Images are uniformly dequantised to [0, 1] and centred to [-1, 1]; the backbone is an MLP on the
 64 pixels. Test bits/dim: ``score-sde likelihood --config configs/vp/digits.py --workdir W``.
 """
-from score_sde.builders import default_config
+from score_sde.config import default_config
 
 
 def get_config():

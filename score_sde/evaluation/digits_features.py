@@ -21,7 +21,6 @@ import math
 import os
 from typing import Dict, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn

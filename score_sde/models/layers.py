@@ -1,7 +1,7 @@
 """Building blocks of the DDPM, DDPM++ and NCSN++ backbones (plain PyTorch).
 
 Module and parameter names (``GroupNorm_0``, ``Conv_0``, ``Dense_0``, ``NIN_0.W``, ...) follow the
-paper's code so that its released checkpoints load by name (see ``score_sde.models.convert``).
+paper's code so that its released checkpoints load by name (see ``score_sde.interop``).
 
 Conventions: feature maps are ``(B, C, H, W)`` (any memory format; channels_last is kept);
 ``temb`` is the time embedding ``(B, temb_dim)``. Nothing here assumes float32: under bf16

@@ -20,7 +20,7 @@ The paper's settings (see ``default_model_config``):
 
 Parameters live in ``all_modules`` (an ``nn.ModuleList``) numbered exactly as in the paper's
 code, plus a ``sigmas`` buffer (the geometric noise levels of ``num_scales`` discrete NCSN
-steps), so released checkpoints load by name (``score_sde.models.convert``). The forward pass
+steps), so released checkpoints load by name (``score_sde.interop``). The forward pass
 consumes ``all_modules`` in construction order. Any square image size divisible by
 ``2 ** (len(ch_mult) - 1)`` works (e.g. 8x8 with ``ch_mult=(1, 2)``); channels_last inputs stay
 channels_last; bf16 autocast and ``torch.compile`` are supported.

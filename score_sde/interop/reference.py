@@ -1,4 +1,4 @@
-"""Load the paper's released checkpoints (``checkpoint_N.pth`` of yang-song/score_sde_pytorch).
+"""Interop with the paper's code: load its released checkpoints (``checkpoint_N.pth`` of yang-song/score_sde_pytorch).
 
 A released checkpoint is ``{"model": state_dict, "ema": {"decay", "num_updates",
 "shadow_params": [...]}, "optimizer": ..., "step": ...}``. Its model keys carry DataParallel's
@@ -24,6 +24,7 @@ How the paper's networks are conditioned, in this package's terms
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
@@ -31,10 +32,12 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .factory import get_model, reference_config
-from .wrappers import ScoreModel
+from ..config import get_model, load_config, reference_config
+from ..models import ScoreModel
+from ..training.checkpoint import FORMAT, atomic_save
 
-__all__ = ["load_reference_checkpoint", "reference_score_model", "convert", "strip_prefix", "ClampedSigma"]
+__all__ = ["load_reference_checkpoint", "reference_score_model", "convert", "strip_prefix", "ClampedSigma",
+           "parse_config_arg", "add_arguments", "main"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -179,11 +182,9 @@ def convert(src: PathLike, dst: PathLike, config, step: Optional[int] = None) ->
 
     The output (written atomically) holds ``model`` (raw weights), ``ema`` (the EMA weights as a
     full state dict, decay = ``config.model.ema_rate``) and ``config`` (``config.to_dict()``), and
-    loads with ``score_sde.training.checkpoint.load_model``. Callable from a command line:
-    ``python -c "from score_sde.models.convert import convert; convert(SRC, DST, 'ddpmpp_cifar10')"``.
+    loads with ``score_sde.training.checkpoint.load_model``. Command line: ``score-sde convert SRC DST
+    --config NAME_OR_FILE`` (or ``python -m score_sde.interop``).
     """
-    from ..training.checkpoint import FORMAT, atomic_save
-
     cfg = _as_config(config)
     net, ema_state = load_reference_checkpoint(src, cfg)
     raw = torch.load(src, map_location="cpu", weights_only=True)
@@ -204,7 +205,6 @@ def convert(src: PathLike, dst: PathLike, config, step: Optional[int] = None) ->
         "meta": {"converted_from": str(src)},
         "config": cfg.to_dict() if hasattr(cfg, "to_dict") else cfg,
     }
-    import json
     obj["config"] = json.loads(json.dumps(obj["config"]))
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -212,27 +212,33 @@ def convert(src: PathLike, dst: PathLike, config, step: Optional[int] = None) ->
     return dst
 
 
-def main(argv=None) -> Path:
-    """Command line: ``python -m score_sde.models.convert SRC DST --config NAME_OR_FILE``."""
-    import argparse
+def parse_config_arg(config: str):
+    """A ``--config`` value: a config file (``.py`` or a path) is loaded, anything else is a
+    :func:`score_sde.config.reference_config` name."""
+    if config.endswith(".py") or os.path.sep in config:
+        return load_config(config)
+    return config
 
-    p = argparse.ArgumentParser(prog="python -m score_sde.models.convert",
-                                description="Convert a checkpoint of the paper's code (yang-song/score_sde_pytorch) "
-                                            "into this package's checkpoint format.")
+
+def add_arguments(p):
+    """The arguments of ``score-sde convert`` (also ``python -m score_sde.interop``)."""
     p.add_argument("src", help="the released checkpoint_N.pth")
     p.add_argument("dst", help="where to write the converted checkpoint")
     p.add_argument("--config", required=True,
                    help="a reference config name (e.g. vp_cifar10_ddpmpp_continuous, ncsnpp_cifar10) or a config "
                         "file defining get_config()")
+    return p
+
+
+def main(argv=None) -> Path:
+    """Command line: ``python -m score_sde.interop SRC DST --config NAME_OR_FILE``."""
+    import argparse
+
+    p = add_arguments(argparse.ArgumentParser(
+        prog="python -m score_sde.interop",
+        description="Convert a checkpoint of the paper's code (yang-song/score_sde_pytorch) into this package's "
+                    "checkpoint format."))
     args = p.parse_args(argv)
-    config = args.config
-    if config.endswith(".py") or os.path.sep in config:
-        from ..builders import load_config
-        config = load_config(config)
-    out = convert(args.src, args.dst, config)
+    out = convert(args.src, args.dst, parse_config_arg(args.config))
     print(f"wrote {out}")
     return out
-
-
-if __name__ == "__main__":
-    main()

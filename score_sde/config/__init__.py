@@ -1,0 +1,27 @@
+"""The config package: experiment configs and everything that turns them into objects.
+
+* :mod:`.schema`: :func:`default_config` (every key, with its meaning), config files
+  (:func:`load_config`, :func:`find_config`, :func:`list_configs`), overrides
+  (:func:`apply_overrides`, :func:`parse_override_args`) and a run's saved config
+  (:func:`load_run_config`);
+* :mod:`.networks`: :func:`get_model` builds a backbone of :data:`score_sde.models.MODELS` from
+  its constructor's signature (no key lists);
+* :mod:`.factories`: ``build_sde``, ``build_data``, ``build_net``, ``build_model``,
+  ``build_loss``, ``train_kwargs``, ``sampler_kwargs``;
+* :mod:`.paper`: the paper's configs (:func:`reference_config`, :func:`cifar10_config`).
+"""
+from .factories import (SDES, build_data, build_loss, build_model, build_net, build_sde, event_shape,
+                        sampler_kwargs, train_kwargs)
+from .networks import get_model, model_kwargs
+from .paper import REFERENCE_CONFIGS, cifar10_config, default_model_config, reference_config, reference_names
+from .schema import (CONFIG_DIR, apply_overrides, config_keys, default_config, find_config, list_configs,
+                     load_config, load_run_config, parse_override_args)
+
+__all__ = [
+    "default_config", "load_config", "apply_overrides", "parse_override_args", "config_keys", "CONFIG_DIR",
+    "find_config", "list_configs", "load_run_config",
+    "get_model", "model_kwargs",
+    "SDES", "build_sde", "build_data", "build_net", "build_model", "build_loss", "train_kwargs", "sampler_kwargs",
+    "event_shape",
+    "REFERENCE_CONFIGS", "reference_config", "default_model_config", "cifar10_config", "reference_names",
+]

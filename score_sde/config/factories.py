@@ -1,0 +1,112 @@
+"""Config -> objects: the SDE, data set, network, score model, loss and the keyword arguments of
+training and sampling. The one place where a config becomes objects; library code takes
+explicit arguments.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+from ml_collections import ConfigDict
+
+from .. import data as data_lib
+from ..losses import DSMLoss, ddpm_loss, smld_loss
+from ..models import ScoreModel
+from ..sde import SDE, VESDE, VPSDE, subVPSDE
+from .networks import get_model
+
+__all__ = ["SDES", "build_sde", "build_data", "build_net", "build_model", "build_loss", "train_kwargs",
+           "sampler_kwargs", "event_shape"]
+
+SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
+
+
+def build_sde(cfg: ConfigDict) -> SDE:
+    """The forward SDE of ``cfg.sde``."""
+    s = cfg.sde
+    name = s.name.lower()
+    if name not in SDES:
+        raise ValueError(f"config.sde.name must be one of {sorted(SDES)}, got {s.name!r}")
+    if name == "vesde":
+        return VESDE(sigma_min=s.sigma_min, sigma_max=s.sigma_max, N=s.N)
+    return SDES[name](beta_min=s.beta_min, beta_max=s.beta_max, N=s.N)
+
+
+def build_data(cfg: ConfigDict) -> data_lib.Dataset:
+    """The :class:`score_sde.data.Dataset` of ``cfg.data`` (files are read on first use)."""
+    d = cfg.data
+    ds = data_lib.make_dataset(d.dataset, root=d.root or None, image_size=d.image_size, channels=d.num_channels,
+                               centered=d.centered, dequantize=d.uniform_dequantization, flip=d.random_flip)
+    if ds.kind == "image" and (ds.event_shape[0] != d.num_channels or ds.event_shape[-1] != d.image_size):
+        raise ValueError(f"config.data says {d.num_channels} channels of {d.image_size}x{d.image_size} but "
+                         f"{d.dataset!r} has shape {ds.event_shape}; fix config.data.num_channels / image_size")
+    return ds
+
+
+def event_shape(cfg: ConfigDict) -> Tuple[int, ...]:
+    """Shape of one model input for ``cfg.data``."""
+    if cfg.data.dataset in data_lib.TOY_DATASETS:
+        return (2,)
+    return (cfg.data.num_channels, cfg.data.image_size, cfg.data.image_size)
+
+
+def build_net(cfg: ConfigDict, device=None) -> torch.nn.Module:
+    """The backbone ``net(x, labels)`` named by ``cfg.model.name`` (:func:`score_sde.config.get_model`)."""
+    cfg = ConfigDict(cfg.to_dict())          # a copy that also carries the event shape
+    cfg.data.event_shape = event_shape(cfg)
+    net = get_model(cfg)
+    return net.to(device) if device is not None else net
+
+
+def build_model(cfg: ConfigDict, sde: Optional[SDE] = None, device=None):
+    """``ScoreModel(net, sde, output, time_label, label_scale)``: a plain ``score_fn(x, t)``."""
+    sde = build_sde(cfg) if sde is None else sde
+    m = cfg.model
+    return ScoreModel(build_net(cfg, device), sde, output=m.output, time_label=m.time_label,
+                      label_scale=m.label_scale)
+
+
+def build_loss(cfg: ConfigDict, sde: Optional[SDE] = None) -> DSMLoss:
+    """The training loss of ``cfg.training`` (per-sample; average at the call site)."""
+    sde = build_sde(cfg) if sde is None else sde
+    t = cfg.training
+    reduce = "mean" if t.reduce_mean else "sum"
+    if t.loss == "ddpm":
+        return ddpm_loss(sde, reduce=reduce)
+    if t.loss == "smld":
+        return smld_loss(sde, reduce=reduce)
+    if t.loss != "dsm":
+        raise ValueError(f"config.training.loss must be 'dsm', 'ddpm' or 'smld', got {t.loss!r}")
+    return DSMLoss(sde, weighting=t.weighting, time_sampling=t.time_sampling, eps=t.eps, reduce=reduce)
+
+
+def train_kwargs(cfg: ConfigDict) -> Dict:
+    """Keyword arguments of :func:`score_sde.training.train` from ``cfg.training`` / ``cfg.optim``.
+
+    (Model, loss, data, workdir and the data transform are passed separately; see
+    :func:`score_sde.experiment.train_run`.)
+    """
+    o, t = cfg.optim, cfg.training
+    if not o.lr > 0:
+        raise ValueError(f"config.optim.lr must be positive, got {o.lr}")
+    if not 0.0 <= cfg.model.ema_rate < 1.0:
+        raise ValueError(f"config.model.ema_rate must lie in [0, 1), got {cfg.model.ema_rate}")
+    if t.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError(f"config.training.mixed_precision must be 'no', 'bf16' or 'fp16', got {t.mixed_precision!r}")
+    return {
+        "n_steps": int(t.n_iters), "batch_size": int(t.batch_size), "lr": float(o.lr), "warmup": int(o.warmup),
+        "grad_clip": float(o.grad_clip) if o.grad_clip > 0 else None, "ema_rate": float(cfg.model.ema_rate),
+        "weight_decay": float(o.weight_decay), "betas": (float(o.beta1), float(o.beta2)), "adam_eps": float(o.eps),
+        "log_every": int(t.log_freq), "checkpoint_every": int(t.snapshot_freq),
+        "snapshot_every": int(t.snapshot_freq) if t.snapshot_sampling else None,
+        "seed": int(cfg.seed), "amp": None if t.mixed_precision == "no" else t.mixed_precision,
+    }
+
+
+def sampler_kwargs(cfg: ConfigDict, method: Optional[str] = None, steps: Optional[int] = None) -> Dict:
+    """``method``, ``steps`` and ``eps`` for ``score_sde.sampling.sample`` from ``cfg.sampling``."""
+    s = cfg.sampling
+    out = {"method": method or s.method, "steps": int(steps if steps is not None else s.steps)}
+    if s.eps and s.eps > 0:
+        out["eps"] = float(s.eps)
+    return out

@@ -1,0 +1,329 @@
+"""The experiment config: its schema and defaults, config files, command-line overrides, run configs.
+
+Configs are ``ml_collections.ConfigDict`` trees with these sections (see :func:`default_config` for
+every key and its meaning):
+
+``sde``       name ('vpsde' | 'subvpsde' | 'vesde'), beta_min, beta_max, sigma_min, sigma_max, N
+``data``      dataset, root, image_size, num_channels, centered, uniform_dequantization, random_flip
+``model``     name (a key of ``score_sde.models.MODELS``), output, time_label, label_scale, ema_rate,
+              and the backbone's own constructor arguments (reference names: nf, ch_mult, ...)
+``training``  batch_size, n_iters, loss weighting/time sampling, logging and checkpoint frequencies
+``optim``     lr, beta1, beta2, eps, weight_decay, warmup, grad_clip
+``sampling``  method (a key of ``score_sde.sampling.SOLVERS``), steps, eps, n, batch_size
+``eval``      likelihood split/batch size/solver tolerances, sample-metric settings
+``seed``      the global seed
+
+Config files are plain Python files defining ``get_config()``; :func:`load_config` imports one
+by path (no absl flags) and applies command-line overrides such as
+``--config.training.batch_size=64`` with type checks; unknown keys are rejected with the nearest
+valid names. :func:`load_run_config` reads the config a run saved in ``WORKDIR/config.json``.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+from ml_collections import ConfigDict
+
+__all__ = ["default_config", "load_config", "apply_overrides", "parse_override_args", "config_keys",
+           "CONFIG_DIR", "find_config", "list_configs", "load_run_config"]
+
+#: the ``configs/`` directory of a source checkout (None when installed without it)
+CONFIG_DIR: Optional[Path] = next((p for p in [Path(__file__).resolve().parents[2] / "configs"] if p.is_dir()),
+                                  None)
+
+
+# ---------------------------------------------------------------------------------------------
+# the default config
+# ---------------------------------------------------------------------------------------------
+
+def default_config() -> ConfigDict:
+    """Every key a config may set, with defaults (a VP SDE on the 8x8 digits with an MLP)."""
+    c = ConfigDict()
+    c.seed = 42
+
+    c.sde = sde = ConfigDict()
+    sde.name = "vpsde"            # 'vpsde' | 'subvpsde' | 'vesde'
+    sde.beta_min = 0.1            # VP / sub-VP: beta(t) = beta_min + t (beta_max - beta_min)
+    sde.beta_max = 20.0
+    sde.sigma_min = 0.01          # VE: noise levels sigma_min (sigma_max / sigma_min)^t
+    sde.sigma_max = 50.0
+    sde.N = 1000                  # discrete steps (DDPM / SMLD tables, discrete losses)
+
+    c.data = d = ConfigDict()
+    d.dataset = "digits"          # one of score_sde.data.DATASETS
+    d.root = ""                   # directory for cifar10 / folder
+    d.image_size = 8
+    d.num_channels = 1
+    d.centered = True             # images in [-1, 1] (else [0, 1])
+    d.uniform_dequantization = True
+    d.random_flip = False
+
+    c.model = m = ConfigDict()
+    m.name = "mlp"                # backbone for score_sde.models.get_model: 'mlp' | 'ddpm' | 'ncsnpp'
+    m.output = "eps"              # what the net predicts: 'eps' | 'score' | 'x0' | 'edm'
+    m.time_label = "t"            # 't' | 'timestep' | 'sigma' | 'log_sigma' | 'edm'
+    m.label_scale = 1.0           # labels = label_scale * t for time_label='t' (999 for DDPM nets)
+    m.ema_rate = 0.999
+    # MLP keys (see score_sde.models.MLP); image backbones use the paper's keys instead
+    m.hidden = 512
+    m.num_blocks = 4
+    m.embedding_type = "fourier"
+    m.embedding_dim = 128
+    m.fourier_scale = 16.0
+    m.layer_norm = True
+    m.dropout = 0.0
+    m.nonlinearity = "swish"
+
+    c.training = t = ConfigDict()
+    t.batch_size = 128
+    t.n_iters = 20000
+    t.weighting = "likelihood"    # DSM weighting: 'sigma2' | 'likelihood' | 'none'
+    t.time_sampling = "importance"  # 'uniform' | 'importance' | 'discrete'
+    t.loss = "dsm"                # 'dsm' (continuous) | 'ddpm' | 'smld' (discrete special cases)
+    t.reduce_mean = False         # mean instead of sum over data dimensions
+    t.eps = 1e-5                  # smallest training time
+    t.log_freq = 100
+    t.snapshot_freq = 5000        # checkpoint every this many steps (and at the end)
+    t.snapshot_sampling = True    # write a sample grid at every checkpoint
+    t.mixed_precision = "no"      # 'no' | 'bf16' | 'fp16' (GPU only)
+
+    c.optim = o = ConfigDict()     # Adam (score_sde.training.train)
+    o.lr = 2e-4
+    o.beta1 = 0.9
+    o.beta2 = 0.999
+    o.eps = 1e-8
+    o.weight_decay = 0.0
+    o.warmup = 500                # linear learning-rate warmup steps
+    o.grad_clip = 1.0             # max global gradient norm (<= 0: off)
+
+    c.sampling = s = ConfigDict()
+    s.method = "euler_maruyama"   # a key of score_sde.sampling.SOLVERS
+    s.steps = 100
+    s.eps = 0.0                   # end time; <= 0 means the SDE's sampling_eps
+    s.n = 64                      # number of samples written by `score-sde sample`
+    s.batch_size = 256
+
+    c.eval = e = ConfigDict()
+    e.split = "test"
+    e.batch_size = 500
+    e.num_points = 10000          # fresh points for likelihood on toy data
+    e.rtol = 1e-5                 # probability-flow ODE tolerances for likelihoods
+    e.atol = 1e-5
+    e.divergence = "auto"         # 'exact' | 'hutchinson' (one Rademacher probe, unbiased) | 'auto' (exact if D<=64)
+    e.n_probes = 1                # Hutchinson probes per example
+    e.num_samples = 1000          # samples for metrics in `score-sde evaluate`
+    return c
+
+
+# ---------------------------------------------------------------------------------------------
+# loading and overrides
+# ---------------------------------------------------------------------------------------------
+
+def find_config(name: Union[str, Path]) -> Path:
+    """Resolve a config file: an existing path, or a name such as ``vp/digits`` under ``configs/``."""
+    p = Path(name).expanduser()
+    if p.is_file():
+        return p
+    tried = [str(p)]
+    if CONFIG_DIR is not None:
+        for cand in (CONFIG_DIR / p, CONFIG_DIR / p.with_suffix(".py")):
+            if cand.is_file():
+                return cand
+            tried.append(str(cand))
+    shipped = ", ".join(list_configs()) or "(configs/ not found)"
+    raise FileNotFoundError(f"config file not found: tried {tried}. Pass a path to a Python file defining "
+                            f"get_config(), or one of: {shipped}")
+
+
+def list_configs() -> List[str]:
+    """Names (``vp/digits``, ...) of the config files shipped in ``configs/``."""
+    if CONFIG_DIR is None:
+        return []
+    return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.glob("*/*.py")
+                  if not p.name.startswith("_"))
+
+
+def load_config(path: Union[str, Path, None] = None, overrides: Sequence[str] = ()) -> ConfigDict:
+    """Import a config file by path (or shipped name) and apply ``overrides``.
+
+    Args:
+        path: a Python file with ``get_config() -> ConfigDict`` (or ``vp/digits`` etc.); None
+            gives :func:`default_config`.
+        overrides: strings ``"training.batch_size=64"`` (an optional ``--config.`` / ``config.``
+            prefix is stripped).
+    """
+    if path is None:
+        cfg = default_config()
+    else:
+        file = find_config(path)
+        mod_name = f"_score_sde_config_{abs(hash(str(file.resolve())))}"
+        spec = importlib.util.spec_from_file_location(mod_name, file)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            raise ValueError(f"config file {file} failed to import: {e!r}") from e
+        if not hasattr(module, "get_config"):
+            raise ValueError(f"config file {file} must define get_config() returning an ml_collections.ConfigDict")
+        cfg = module.get_config()
+        if not isinstance(cfg, ConfigDict):
+            raise ValueError(f"get_config() in {file} returned {type(cfg).__name__}, expected ml_collections.ConfigDict")
+    return apply_overrides(cfg, overrides)
+
+
+def config_keys(cfg: ConfigDict, prefix: str = "") -> List[str]:
+    """All dotted leaf keys of a config."""
+    out = []
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, ConfigDict):
+            out.extend(config_keys(v, key + "."))
+        else:
+            out.append(key)
+    return out
+
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _parse_value(key: str, text: str, current):
+    """Parse ``text`` into the type of ``current`` (ValueError naming the key otherwise)."""
+    def fail(what):
+        raise ValueError(f"--config.{key}={text!r}: expected {what} (current value {current!r})")
+
+    if isinstance(current, bool):
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        fail("a boolean (true/false)")
+    if isinstance(current, int):
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                f = float(text)
+            except ValueError:
+                fail("an integer")
+            if f.is_integer():
+                return int(f)
+            fail("an integer")
+    if isinstance(current, float):
+        try:
+            return float(text)
+        except ValueError:
+            fail("a number")
+    if isinstance(current, str):
+        return text
+    if isinstance(current, (tuple, list)):
+        try:
+            v = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            v = tuple(s.strip() for s in text.split(",") if s.strip())
+        if isinstance(v, (int, float, str)):
+            v = (v,)
+        if not isinstance(v, (tuple, list)):
+            fail("a tuple like (1,2,2)")
+        if current and all(isinstance(a, bool) for a in current) is False:
+            elem_type = type(current[0])
+            try:
+                v = tuple(elem_type(a) if elem_type in (int, float) else a for a in v)
+            except (TypeError, ValueError):
+                fail(f"a tuple of {elem_type.__name__}")
+        return type(current)(v)
+    # None or other types: a Python literal if it parses, else the string
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(cfg: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
+    """Set ``"a.b.c=value"`` overrides on ``cfg`` (in place, returned), parsing by the current type.
+
+    Unknown keys raise ValueError listing the nearest valid keys.
+    """
+    keys = config_keys(cfg)
+    for item in overrides:
+        item = str(item)
+        for pre in ("--config.", "config."):
+            if item.startswith(pre):
+                item = item[len(pre):]
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like --config.section.key=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key not in keys:
+            near = difflib.get_close_matches(key, keys, n=5, cutoff=0.5)
+            leaf = key.rsplit(".", 1)[-1]
+            near += [k for k in keys if k.rsplit(".", 1)[-1] == leaf and k not in near]
+            hint = f"; did you mean {', '.join(near)}?" if near else f"; valid keys start with {sorted({k.split('.')[0] for k in keys})}"
+            raise ValueError(f"unknown config key {key!r}{hint}")
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[leaf] = _parse_value(key, text, node[leaf])
+    return cfg
+
+
+def parse_override_args(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Split command-line words into (config overrides, the rest).
+
+    Accepts ``--config.a.b=v`` and ``--config.a.b v``.
+    """
+    overrides, rest = [], []
+    i = 0
+    argv = list(argv)
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--config."):
+            if "=" in a:
+                overrides.append(a)
+            elif i + 1 < len(argv):
+                overrides.append(f"{a}={argv[i + 1]}")
+                i += 1
+            else:
+                raise ValueError(f"{a} needs a value: {a}=VALUE")
+        else:
+            rest.append(a)
+        i += 1
+    return overrides, rest
+
+
+def _tuples(v):
+    """JSON lists back to tuples (configs hold tuples)."""
+    if isinstance(v, dict):
+        return {k: _tuples(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return tuple(_tuples(x) for x in v)
+    return v
+
+
+def load_run_config(workdir, config: Optional[str] = None, overrides: Sequence[str] = ()) -> ConfigDict:
+    """The config of a run: ``config`` (a file or shipped name) if given, else ``WORKDIR/config.json``
+    (keys added to the defaults since the run was trained take their default values); then
+    ``overrides``."""
+    if config:
+        return load_config(config, overrides)
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train first (score-sde train --config ... --workdir {workdir}) "
+                                f"or pass --config")
+    try:
+        saved = _tuples(json.loads(path.read_text()))
+    except ValueError as e:
+        raise ValueError(f"{path} is not a valid JSON config: {e}") from None
+    merged = default_config().to_dict()
+    for k, v in saved.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict) and k != "model":
+            merged[k].update(v)
+        else:
+            merged[k] = v
+    return apply_overrides(ConfigDict(merged), overrides)
