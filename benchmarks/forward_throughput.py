@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from score_sde.models import get_model, reference_config  # noqa: E402
+from score_sde.config import get_model, reference_config  # noqa: E402
 
 
 def make_config(name: str, tiny: bool):

@@ -28,6 +28,9 @@ from pathlib import Path
 import torch
 
 from score_sde import cli
+from score_sde import experiment as ex
+from score_sde.config import load_run_config
+from score_sde.io import write_json
 from score_sde.training import list_checkpoints, read_log
 
 RUNS = {"checkerboard": "vp/checkerboard", "digits": "vp/digits"}
@@ -68,8 +71,8 @@ def evaluate(root: Path, checkerboard_step=None, digits_step=None, n_points=4000
     out = {}
     cb = root / "checkerboard"
     if (cb / "config.json").is_file():
-        cfg = cli.load_run_config(cb)
-        res = cli.run_likelihood(cfg, cb, n=n_points, seed=seed, checkpoint=_checkpoint(cb, checkerboard_step))
+        cfg = load_run_config(cb)
+        res = ex.run_likelihood(cfg, cb, n=n_points, seed=seed, checkpoint=_checkpoint(cb, checkerboard_step))
         res.update(training_seconds(cb))
         res["bar"] = "NLL within 0.1 nats of log 8"
         res["passes"] = abs(res["gap_nats"]) < 0.1
@@ -77,8 +80,8 @@ def evaluate(root: Path, checkerboard_step=None, digits_step=None, n_points=4000
         print(json.dumps({"checkerboard": res}, indent=2), flush=True)
     dg = root / "digits"
     if (dg / "config.json").is_file():
-        cfg = cli.load_run_config(dg, overrides=[f"eval.divergence={digits_divergence}"])
-        res = cli.run_likelihood(cfg, dg, split="test", seed=seed, checkpoint=_checkpoint(dg, digits_step))
+        cfg = load_run_config(dg, overrides=[f"eval.divergence={digits_divergence}"])
+        res = ex.run_likelihood(cfg, dg, split="test", seed=seed, checkpoint=_checkpoint(dg, digits_step))
         res.update(training_seconds(dg))
         out["digits"] = res
         print(json.dumps({"digits": res}, indent=2), flush=True)
@@ -124,7 +127,7 @@ def main(argv=None):
         return 0
     res = evaluate(root, args.checkerboard_step, args.digits_step, args.n_points, args.seed, not args.no_baseline,
                    args.digits_divergence)
-    cli.write_json(args.out or root / "quality_bars.json", res)
+    write_json(args.out or root / "quality_bars.json", res)
     return 0
 
 

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from score_sde import builders  # noqa: E402
+from score_sde import config as config_lib  # noqa: E402
 from score_sde.training import train  # noqa: E402
 
 COMPILE = {}  # torch.compile kwargs (--tiny on CPU uses backend="eager": the code path without C++ builds)
@@ -50,7 +50,7 @@ COMPILE = {}  # torch.compile kwargs (--tiny on CPU uses backend="eager": the co
 
 # ---------------------------------------------------------------------------------------------- setup
 def make_config(tiny: bool):
-    cfg = builders.load_config("vp/cifar10_ddpmpp_continuous")
+    cfg = config_lib.load_config("vp/cifar10_ddpmpp_continuous")
     if tiny:
         m = cfg.model
         m.nf, m.ch_mult, m.num_res_blocks, m.attn_resolutions = 16, (1, 2), 1, (8,)
@@ -59,10 +59,10 @@ def make_config(tiny: bool):
 
 
 def build(cfg, device):
-    sde = builders.build_sde(cfg)
+    sde = config_lib.build_sde(cfg)
     torch.manual_seed(0)
-    model = builders.build_model(cfg, sde).to(device)
-    return sde, model, builders.build_loss(cfg, sde)
+    model = config_lib.build_model(cfg, sde).to(device)
+    return sde, model, config_lib.build_loss(cfg, sde)
 
 
 def sync(device):

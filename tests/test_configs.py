@@ -4,8 +4,8 @@ import pytest
 import torch
 from ml_collections import ConfigDict
 
-from score_sde import VESDE, VPSDE, DSMLoss, ScoreModel, subVPSDE
-from score_sde import builders as B
+from score_sde import VESDE, VPSDE, subVPSDE
+from score_sde import config as B
 
 SHIPPED = B.list_configs()
 
@@ -18,18 +18,21 @@ def test_configs_are_shipped_for_every_sde():
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_every_shipped_config_builds(name):
+def test_every_shipped_config_builds(name, tmp_path_factory):
     cfg = B.load_config(name)
     sde = B.build_sde(cfg)
     expected = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}[name.split("/")[0]]
     assert type(sde) is expected
     with torch.device("meta"):
         model = B.build_model(cfg, sde)
-    assert isinstance(model, ScoreModel)
+    # the config's choices reach the objects (a factory that ignored a key would fail here)
+    assert model.sde is sde and model.output == cfg.model.output
+    assert type(model.net).__name__.lower() == cfg.model.name.lower()
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params > 0
     loss = B.build_loss(cfg, sde)
-    assert isinstance(loss, DSMLoss)
+    assert loss.sde is sde and (loss.weighting, loss.time_sampling) == (cfg.training.weighting,
+                                                                       cfg.training.time_sampling)
     kw = B.train_kwargs(cfg)
     assert kw["n_steps"] > 0 and kw["batch_size"] > 0 and kw["lr"] > 0
     ds = B.build_data(cfg)                  # reads no files
@@ -39,10 +42,12 @@ def test_every_shipped_config_builds(name):
     assert samp["method"] in SOLVERS
     if "ddpmpp" in name:
         assert 61e6 < n_params < 63e6        # the paper's DDPM++ (continuous): about 62M parameters
-    # a config round-trips through JSON (what `train` stores in WORKDIR/config.json)
-    from score_sde.cli import _tuples
-    again = ConfigDict(_tuples(cfg.to_dict()))
-    assert B.config_keys(again) == B.config_keys(cfg)
+    # a config round-trips through WORKDIR/config.json (what `train` stores, what the other commands read)
+    import json
+    wd = tmp_path_factory.mktemp("cfg")
+    (wd / "config.json").write_text(json.dumps(cfg.to_dict()))
+    again = B.load_run_config(wd)
+    assert B.config_keys(again) == B.config_keys(cfg) and again.to_dict() == cfg.to_dict()
 
 
 def test_small_configs_run_one_loss_evaluation():
@@ -99,7 +104,7 @@ def test_config_file_errors(tmp_path):
     with pytest.raises(ValueError, match="must define get_config"):
         B.load_config(bad)
     own = tmp_path / "own.py"
-    own.write_text("from score_sde.builders import default_config\n\ndef get_config():\n"
+    own.write_text("from score_sde.config import default_config\n\ndef get_config():\n"
                    "    c = default_config()\n    c.data.dataset = 'moons'\n    return c\n")
     assert B.load_config(own).data.dataset == "moons"
     cfg = B.default_config()

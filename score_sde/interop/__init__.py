@@ -5,6 +5,8 @@
 :func:`convert` writes it in this package's checkpoint format (``score-sde convert SRC DST
 --config NAME`` on the command line, or ``python -m score_sde.interop``). See docs/models.md.
 """
-from .reference import ClampedSigma, convert, load_reference_checkpoint, reference_score_model, strip_prefix
+from .reference import (ClampedSigma, convert, load_reference_checkpoint, parse_config_arg, reference_score_model,
+                        strip_prefix)
 
-__all__ = ["load_reference_checkpoint", "reference_score_model", "convert", "strip_prefix", "ClampedSigma"]
+__all__ = ["load_reference_checkpoint", "reference_score_model", "convert", "strip_prefix", "ClampedSigma",
+           "parse_config_arg"]

@@ -1,4 +1,4 @@
-"""The main job (``score-sde demo``): train on the bundled digits, sample with two solvers, test
+"""The demo (``score-sde demo``), the main job: train on the bundled digits, sample with two solvers, test
 bits/dim, pictures and metrics, on a laptop CPU in a few minutes.
 
 Steps (each output under ``WORKDIR``)::
@@ -28,10 +28,13 @@ from typing import Dict, Optional, Sequence
 import torch
 from ml_collections import ConfigDict
 
-from . import builders, cli
-from . import data as data_lib
+from . import experiment as ex
+from .config import apply_overrides, build_data, default_config, load_config
+from .io import write_json
 
 __all__ = ["demo_config", "run_demo", "DEMO_SOLVERS", "DEMO_SCHEDULE"]
+
+# on the application layer: it uses score_sde.experiment, score_sde.config and score_sde.io only
 
 #: training stages of the demo: (train up to this step, learning rate) -- a step decay
 DEMO_SCHEDULE = ((6000, 1e-3), (9000, 2.5e-4))
@@ -42,7 +45,7 @@ DEMO_SOLVERS = (("euler_maruyama", 100), ("ancestral", 50))
 
 def demo_config() -> ConfigDict:
     """The embedded demo config: VP SDE, digits, a 4-block MLP of width 256 (0.9M parameters)."""
-    cfg = builders.default_config()
+    cfg = default_config()
     cfg.sde.name = "vpsde"
     cfg.data.dataset = "digits"
     cfg.data.image_size = 8
@@ -84,18 +87,18 @@ def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Seque
     """
     t_start = time.perf_counter()
     workdir = Path(workdir)
-    cfg = builders.load_config(config) if config else demo_config()
+    cfg = load_config(config) if config else demo_config()
     schedule = DEMO_SCHEDULE if not config else ((cfg.training.n_iters, cfg.optim.lr),)
     if quick:
         schedule = ((150, 1e-3), (200, 2.5e-4)) if not config else ((200, cfg.optim.lr),)
         cfg.training.snapshot_freq = 100
         cfg.training.log_freq = 50
         cfg.eval.num_samples = 400
-    cfg = builders.apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides)
     if any(o.lstrip("-").replace("config.", "", 1).startswith(("training.n_iters", "optim.lr")) for o in overrides):
         schedule = ((cfg.training.n_iters, cfg.optim.lr),)
-    dev = cli._device(device)
-    ds = builders.build_data(cfg)
+    dev = ex.pick_device(device)
+    ds = build_data(cfg)
     _log(f"data: {ds.name} {ds.event_shape}; model: {cfg.model.name}; SDE: {cfg.sde.name}; "
          f"{schedule[-1][0]} training steps (stages {list(schedule)}) on {dev}; workdir {workdir}")
 
@@ -105,25 +108,24 @@ def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Seque
         cfg.training.n_iters, cfg.optim.lr = int(n_iters), float(lr)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="resuming from .* with a different config")
-            res = cli.run_train(cfg, workdir, device=dev, progress=progress)
+            res = ex.run_train(cfg, workdir, device=dev, progress=progress)
     train_s = time.perf_counter() - t0
     _log(f"trained to step {res.step} in {train_s:.0f} s -> {res.checkpoint}")
-    if ds.kind == "image":
+    if ds.levels is not None:   # stored data: show the test images beside the samples
         n_show = min(100, ds.raw("test").shape[0])
-        cli.save_samples(ds.preprocess(ds.raw("test")[:n_show].float(), train=False, dequantize=False), ds,
-                         workdir / "samples" / "data_test", title="test data")
+        ex.save_samples(ds.preprocess(ds.raw("test")[:n_show].float(), train=False, dequantize=False), ds,
+                        workdir / "samples" / "data_test", title="test data")
+    run = ex.load_trained(workdir, cfg, dev)          # the trained model, read once for the steps below
 
     # 2. sample with two solvers (+ metrics of each)
     sampling = {}
     for method, steps in solvers:
         t0 = time.perf_counter()
-        s = cli.run_sample(cfg, workdir, method=method, steps=steps, n=cfg.sampling.n, seed=0, device=dev,
-                           out=str(workdir / "samples" / method))
+        s = ex.run_sample(cfg, workdir, method=method, steps=steps, n=cfg.sampling.n, seed=0,
+                          out=str(workdir / "samples" / method), run=run)
         n_eval = int(cfg.eval.num_samples)
-        sde, model, _, _ = cli.load_trained(workdir, cfg, dev)
-        x, _ = cli._draw(sde, model, ds, n_eval, method, steps, seed=1, device=dev,
-                         batch_size=cfg.sampling.batch_size)
-        s["metrics"] = cli.evaluate_model_samples(x, ds, cfg, workdir, seed=0, device=dev)
+        x, _ = run.draw(n_eval, method, steps, seed=1)
+        s["metrics"] = ex.evaluate_model_samples(x, ds, cfg, workdir, seed=0, device=dev)
         s["metric_samples"] = n_eval
         s["seconds_total"] = time.perf_counter() - t0
         sampling[method] = s
@@ -131,8 +133,8 @@ def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Seque
 
     # 3. test bits/dim (or NLL on fresh points for toy data)
     n_lik = 60 if quick else None
-    lik = cli.run_likelihood(cfg, workdir, split="test", n=n_lik, seed=0, device=dev)
-    cli.write_json(workdir / f"likelihood_{lik['split'].replace(' ', '_')}.json", lik)
+    lik = ex.run_likelihood(cfg, workdir, split="test", n=n_lik, seed=0, run=run)
+    write_json(workdir / f"likelihood_{lik['split'].replace(' ', '_')}.json", lik)
     _log(f"test bits/dim {lik['bits_per_dim']:.4f} +- {lik['bits_per_dim_stderr']:.4f} "
          f"({lik['n']} examples, {lik['nfe_mean']:.0f} NFE, {lik['seconds']:.0f} s)")
 
@@ -147,7 +149,7 @@ def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Seque
     }
     metrics = {"summary": summary, "config": cfg.to_dict(), "likelihood": lik, "sampling": sampling,
                "torch_threads": torch.get_num_threads()}
-    cli.write_json(workdir / "metrics.json", metrics)
+    write_json(workdir / "metrics.json", metrics)
     _log(f"done in {total:.0f} s: {workdir / 'metrics.json'}")
     return {"summary": summary, "metrics": metrics}
 
