@@ -28,8 +28,9 @@ setup(
     ],
     extras_require={
         "plot": ["matplotlib>=3.5"],
-        "notebooks": ["matplotlib>=3.5", "jupyter", "nbclient>=0.7", "nbformat>=5.7", "ipykernel"],
-        "dev": ["pytest>=7", "pytest-xdist>=3", "matplotlib>=3.5", "nbclient>=0.7", "nbformat>=5.7", "ipykernel"],
+        "notebooks": ["matplotlib>=3.5", "jupyter", "nbclient>=0.7", "nbformat>=5.7", "ipykernel", "jupytext>=1.14"],
+        "dev": ["pytest>=7", "pytest-xdist>=3", "matplotlib>=3.5", "nbclient>=0.7", "nbformat>=5.7", "ipykernel",
+                "jupytext>=1.14", "ruff>=0.4"],
     },
     entry_points={"console_scripts": ["score-sde=score_sde.cli:main"]},
     classifiers=[

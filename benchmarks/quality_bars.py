@@ -20,7 +20,6 @@ that of the data at t = eps = 1e-5 (``sde.likelihood_eps``).
 """
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path

@@ -173,7 +173,8 @@ def ref_sampler(sde, score_fn, n, dim, N, predictor, corrector, gen, snr=0.16, e
                 x = x_mean + math.sqrt(b) * torch.randn(x.shape, generator=gen)
             elif R.kind == "VESDE":
                 j = R.idx(t)
-                s = float(R.sigmas[j]); sp = float(R.sigmas[j - 1]) if j > 0 else 0.0
+                s = float(R.sigmas[j])
+                sp = float(R.sigmas[j - 1]) if j > 0 else 0.0
                 x_mean = x + (s ** 2 - sp ** 2) * sc
                 std = math.sqrt(sp ** 2 * (s ** 2 - sp ** 2) / s ** 2)
                 x = x_mean + std * torch.randn(x.shape, generator=gen)
@@ -368,7 +369,8 @@ def main(argv=None):
     p.add_argument("--no-ode", action="store_true", help="skip the adaptive ODE table")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    import functools, builtins
+    import functools
+    import builtins
     global print
     print = functools.partial(builtins.print, flush=True)
     n = args.n or (1000 if args.quick else 2000)

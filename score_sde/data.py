@@ -27,7 +27,6 @@ Digits split (fixed and documented): ``sklearn.datasets.load_digits()`` (1797 im
 from __future__ import annotations
 
 import math
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -2,7 +2,6 @@
 data object); overrides are parsed with type checks; unknown keys are rejected with near matches."""
 import pytest
 import torch
-from ml_collections import ConfigDict
 
 from score_sde import VESDE, VPSDE, subVPSDE
 from score_sde import config as B

@@ -23,19 +23,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-class Counting:
-    """score_fn wrapper: counts calls and records the range of times seen."""
-
-    def __init__(self, fn):
-        self.fn, self.calls, self.t_min, self.t_max = fn, 0, math.inf, -math.inf
-
-    def __call__(self, x, t):
-        self.calls += 1
-        self.t_min = min(self.t_min, float(t.min()))
-        self.t_max = max(self.t_max, float(t.max()))
-        return self.fn(x, t)
-
-
 def _mixture(dim=2, seed=0):
     return GaussianMixture.random(dim=dim, n_components=3, seed=seed)
 
@@ -74,14 +61,14 @@ def test_exact_divergence_matches_analytic_density(sde_name, dist_name):
 
 
 @pytest.mark.parametrize("sde_name", list(SDES))
-def test_quality_bar_float32_mean_bpd_and_nfe_vs_reference_algorithm(sde_name):
+def test_quality_bar_float32_mean_bpd_and_nfe_vs_reference_algorithm(count_calls, sde_name):
     """Exact score of a mixture, exact divergence, rtol=atol=1e-5, float32 data: mean bits/dim
     within 0.002 of the analytic value (p_eps and p_0), with fewer score calls than the reference
     algorithm (scipy RK45, two calls per evaluation) at the same tolerance."""
     sde = SDES[sde_name]()
     gm = _mixture(2)
     x = gm.sample(128, generator=torch.Generator().manual_seed(3))
-    counter = Counting(gm.score_fn(sde))
+    counter = count_calls(gm.score_fn(sde))
     out = log_likelihood(sde, counter, x, divergence="exact", rtol=1e-5, atol=1e-5)
     assert out.logp.dtype == torch.float32 and out.nfe == counter.calls
     for exact in (gm.log_prob(x.double(), sde.likelihood_eps, sde), gm.log_prob(x.double())):
@@ -91,7 +78,7 @@ def test_quality_bar_float32_mean_bpd_and_nfe_vs_reference_algorithm(sde_name):
     assert counter.t_min >= sde.likelihood_eps * (1 - 1e-6) and counter.t_max <= sde.T * (1 + 1e-6)
 
     bench = _load_benchmark()
-    ref_counter = Counting(gm.score_fn(sde))
+    ref_counter = count_calls(gm.score_fn(sde))
     ref_logp, _, nfev = bench.reference_likelihood(sde, ref_counter, x, rtol=1e-5, atol=1e-5,
                                                    generator=torch.Generator().manual_seed(0))
     assert ref_counter.calls == 2 * nfev
@@ -132,7 +119,7 @@ def test_batched_and_looped_vector_jacobian_products_agree(monkeypatch):
 
 
 @pytest.mark.parametrize("batched", [False, True])
-def test_exact_divergence_of_a_network_is_the_jacobian_trace(monkeypatch, batched):
+def test_exact_divergence_of_a_network_is_the_jacobian_trace(count_calls, monkeypatch, batched):
     """One score call per evaluation; the divergence equals the trace of the full Jacobian of the
     probability-flow drift (computed sample by sample with torch.autograd.functional.jacobian)."""
     monkeypatch.setattr(lk, "_BATCHED_VJP", batched)
@@ -145,7 +132,7 @@ def test_exact_divergence_of_a_network_is_the_jacobian_trace(monkeypatch, batche
 
     x = torch.randn(5, 1, 2, 3, dtype=torch.float64)
     t = torch.tensor(0.3, dtype=torch.float64)
-    flow = lk._ProbabilityFlow(sde, Counting(score_fn), x.shape, x.dtype, "exact")
+    flow = lk._ProbabilityFlow(sde, count_calls(score_fn), x.shape, x.dtype, "exact")
     v, div = flow(t, (x.reshape(5, 6), torch.zeros(5, dtype=torch.float64)))
     assert flow.counter.calls == 1
     rsde = sde.reverse(score_fn, probability_flow=True)
@@ -200,10 +187,10 @@ def test_hutchinson_probe_fixed_and_reproducible():
 
 # ------------------------------------------------------------------ encode / decode, NFE
 @pytest.mark.parametrize("sde_name", ["vp", "ve"])
-def test_decode_inverts_encode(sde_name):
+def test_decode_inverts_encode(count_calls, sde_name):
     sde, gm = SDES[sde_name](), _mixture(2)
     x = gm.sample(8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    fn = Counting(gm.score_fn(sde))
+    fn = count_calls(gm.score_fn(sde))
     z, nfe_enc = encode(sde, fn, x, rtol=1e-6, atol=1e-6, return_nfe=True)
     assert nfe_enc == fn.calls
     # the latent is (nearly) a prior sample in scale and differs from x
@@ -217,36 +204,36 @@ def test_decode_inverts_encode(sde_name):
 
 @pytest.mark.parametrize("method,evals_per_step", [("euler", 1), ("midpoint", 2), ("rk4", 4)])
 @pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
-def test_nfe_counts_score_calls_exactly(method, evals_per_step, divergence):
+def test_nfe_counts_score_calls_exactly(count_calls, method, evals_per_step, divergence):
     sde, gm = VPSDE(), _mixture(2)
     x = gm.sample(4, generator=torch.Generator().manual_seed(0))
-    fn = Counting(gm.score_fn(sde))
+    fn = count_calls(gm.score_fn(sde))
     out = log_likelihood(sde, fn, x, method=method, options={"step_size": 0.1}, divergence=divergence)
     # grid eps, eps + 0.1, ..., 1: 10 steps, each calling the score evals_per_step times
     assert out.nfe == fn.calls == 10 * evals_per_step
-    fn2 = Counting(gm.score_fn(sde))
+    fn2 = count_calls(gm.score_fn(sde))
     _, nfe = decode(sde, fn2, out.z, method=method, options={"step_size": 0.1}, return_nfe=True)
     assert nfe == fn2.calls == 10 * evals_per_step
 
 
-def test_adaptive_nfe_is_one_call_per_evaluation():
+def test_adaptive_nfe_is_one_call_per_evaluation(count_calls):
     """dopri5 with FSAL: 2 calls for the initial step + 6 per step; counted calls match exactly."""
     sde, gm = subVPSDE(), _mixture(2)
     x = gm.sample(8, generator=torch.Generator().manual_seed(0))
-    fn = Counting(gm.score_fn(sde))
+    fn = count_calls(gm.score_fn(sde))
     out = log_likelihood(sde, fn, x, rtol=1e-4, atol=1e-4)
     assert out.nfe == fn.calls and (out.nfe - 2) % 6 == 0
 
 
 @pytest.mark.parametrize("method", ["dopri5", "bosh3", "dopri8"])
-def test_adaptive_solvers_never_evaluate_the_score_outside_eps_T(method):
+def test_adaptive_solvers_never_evaluate_the_score_outside_eps_T(count_calls, method):
     """torchdiffeq steps past the end time and interpolates back unless told otherwise; the score
     must only be called on [eps, T], in both directions (VE: large initial-step trial)."""
     sde, gm = VESDE(), _mixture(2)
     x = gm.sample(4, generator=torch.Generator().manual_seed(0))
     eps = sde.likelihood_eps
     for direction in ("encode", "decode"):
-        fn = Counting(gm.score_fn(sde))
+        fn = count_calls(gm.score_fn(sde))
         # the solver's own times (before the clamp that guards the initial-step trial)
         flow = lk._ProbabilityFlow(sde, fn, x.shape, x.dtype, "exact" if direction == "encode" else None)
         if direction == "encode":
@@ -256,7 +243,7 @@ def test_adaptive_solvers_never_evaluate_the_score_outside_eps_T(method):
         lk._solve(flow, y0, t0, t1, method, 1e-3, 1e-3, {}, x.device)
         assert eps * (1 - 1e-6) <= fn.t_min and fn.t_max <= sde.T * (1 + 1e-12)
         assert int(flow.clamped) <= 1                  # at most torchdiffeq's initial-step trial
-    fn = Counting(gm.score_fn(sde))
+    fn = count_calls(gm.score_fn(sde))
     assert log_likelihood(sde, fn, x, method=method, rtol=1e-3, atol=1e-3).nfe == fn.calls
 
 

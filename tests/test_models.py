@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from score_sde.config import default_model_config, get_model, model_kwargs, reference_config
 from score_sde.interop import load_reference_checkpoint, reference_score_model
-from score_sde.models import DDPM, MLP, MODELS, NCSNpp, ScoreModel
+from score_sde.models import MLP, MODELS, ScoreModel
 from score_sde.models import layers
 from score_sde.models import up_or_down_sampling as ud
 from score_sde.interop import convert

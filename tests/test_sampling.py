@@ -18,18 +18,6 @@ COV = A @ A.T + 0.05 * torch.eye(4, dtype=torch.float64)
 GAUSS = score_sde.Gaussian(MEAN, COV)
 
 
-class Counter:
-    """Wraps a score_fn and counts real calls."""
-
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        assert t.shape == (x.shape[0],)
-        return self.fn(x, t)
-
-
 # every documented combination: (method, options, evals per step or None when adaptive/irregular)
 COMBOS = [
     ("euler_maruyama", {}, 1),
@@ -84,9 +72,9 @@ def test_registry_lists_every_documented_method():
 
 @pytest.mark.parametrize("sde_name", list(SDES))
 @pytest.mark.parametrize("method,opts,per_step", COMBOS, ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(COMBOS)])
-def test_every_combination_runs_and_counts_nfe(sde_name, method, opts, per_step):
+def test_every_combination_runs_and_counts_nfe(count_calls, sde_name, method, opts, per_step):
     sde = SDES[sde_name]()
-    score = Counter(GAUSS.score_fn(sde))
+    score = count_calls(GAUSS.score_fn(sde))
     steps = None if (method == "ode" and not opts) else 6
     out = sample(sde, score, (16, 4), method=method, steps=steps, generator=torch.Generator().manual_seed(0), **opts)
     assert out.samples.shape == (16, 4)
@@ -96,18 +84,18 @@ def test_every_combination_runs_and_counts_nfe(sde_name, method, opts, per_step)
         assert out.nfe == 6 * per_step + 1
 
 
-def test_final_step_none_saves_one_call_and_image_rank_works():
+def test_final_step_none_saves_one_call_and_image_rank_works(count_calls):
     sde = score_sde.VPSDE()
     gm = score_sde.Gaussian(torch.zeros(12), 0.5, event_shape=(3, 2, 2))
-    c1, c2 = Counter(gm.score_fn(sde)), Counter(gm.score_fn(sde))
+    c1, c2 = count_calls(gm.score_fn(sde)), count_calls(gm.score_fn(sde))
     a = sample(sde, c1, (5, 3, 2, 2), method="dpmpp_2m", steps=5, final_step="none")
     b = sample(sde, c2, (5, 3, 2, 2), method="dpmpp_2m", steps=5, final_step="denoise")
     assert a.samples.shape == (5, 3, 2, 2) and (a.nfe, b.nfe) == (5, 6) == (c1.calls, c2.calls)
 
 
-def test_ddpm_uses_the_discrete_grid_and_n_calls():
+def test_ddpm_uses_the_discrete_grid_and_n_calls(count_calls):
     sde = score_sde.VPSDE(N=40)
-    score = Counter(GAUSS.score_fn(sde))
+    score = count_calls(GAUSS.score_fn(sde))
     seen = []
 
     def rec(x, t):
@@ -307,9 +295,9 @@ def test_grids(sde_name, name):
     ({"method": "pc", "snr": -0.1}, "snr"),
     ({"method": "ddpm", "grid": "karras"}, "discrete grid"),
 ])
-def test_bad_input_raises_before_any_work(kwargs, match):
+def test_bad_input_raises_before_any_work(count_calls, kwargs, match):
     sde = score_sde.VPSDE()
-    score = Counter(GAUSS.score_fn(sde))
+    score = count_calls(GAUSS.score_fn(sde))
     with pytest.raises(ValueError, match=match):
         sample(sde, score, (4, 4), **kwargs)
     assert score.calls == 0

@@ -1,0 +1,30 @@
+"""Shared test fixtures.
+
+``count_calls``: wrap a ``score_fn(x, t)`` so that the test can read how often it was called
+(``.calls``) and which times it saw (``.t_min``, ``.t_max``); it also checks the contract every
+solver must keep: one time per sample (``t.shape == (B,)``). Used by the sampling and likelihood
+tests to assert exact NFE and the integration range.
+"""
+import math
+
+import pytest
+
+
+class CountingScore:
+    """``score_fn`` wrapper: counts calls, records the range of times, checks ``t``'s shape."""
+
+    def __init__(self, fn):
+        self.fn, self.calls, self.t_min, self.t_max = fn, 0, math.inf, -math.inf
+
+    def __call__(self, x, t):
+        assert t.shape == (x.shape[0],), f"a solver passed t of shape {tuple(t.shape)} for x {tuple(x.shape)}"
+        self.calls += 1
+        self.t_min = min(self.t_min, float(t.min()))
+        self.t_max = max(self.t_max, float(t.max()))
+        return self.fn(x, t)
+
+
+@pytest.fixture
+def count_calls():
+    """A factory: ``count_calls(score_fn) -> CountingScore``."""
+    return CountingScore
