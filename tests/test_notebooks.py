@@ -8,6 +8,7 @@ mode does not weaken.
 """
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,8 @@ def _execute(name, tmp_path, monkeypatch):
     monkeypatch.setenv("SCORE_SDE_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")        # the kernel inherits the environment
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # the kernel runs in tmp_path; the notebooks' shared helpers (notebooks/nb_helpers.py) come from NB_DIR
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(NB_DIR), os.environ.get("PYTHONPATH")) if p))
     nb = nbformat.read(NB_DIR / name, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
@@ -53,7 +56,8 @@ def _finite(v):
 
 
 def test_notebooks_are_built_from_the_builder_and_have_no_outputs():
-    """The committed .ipynb files are exactly what build_notebooks.py writes (no outputs, no drift)."""
+    """The committed .ipynb files are exactly what build_notebooks.py writes from the .py sources
+    (no outputs, no drift)."""
     r = subprocess.run([sys.executable, str(NB_DIR / "build_notebooks.py"), "--check"], capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr
@@ -124,3 +128,15 @@ def test_notebook_03_likelihoods_through_the_ode(tmp_path, monkeypatch):
     assert _finite(bpd["ODE, trained model"]) and _finite(s["model_error_nats"])
     # decode(encode(x)) returns to x up to the solver tolerance (loose in quick mode: rtol = 1e-3)
     assert s["reconstruction_median"] < 0.1 and _finite(s["reconstruction_max"])
+
+
+def test_a_stale_notebook_is_detected(tmp_path):
+    """Editing a source without rebuilding makes ``build_notebooks.py --check`` fail."""
+    import shutil
+    nb_copy = tmp_path / "notebooks"
+    shutil.copytree(NB_DIR, nb_copy, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    src = nb_copy / NOTEBOOKS[0].replace(".ipynb", ".py")
+    src.write_text(src.read_text() + "\n# %%\nprint('a new cell')\n")
+    r = subprocess.run([sys.executable, str(nb_copy / "build_notebooks.py"), "--check"], capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and NOTEBOOKS[0] in r.stderr
