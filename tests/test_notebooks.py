@@ -67,7 +67,10 @@ def test_notebooks_are_built_from_the_builder_and_have_no_outputs():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert code and all(not c.outputs and c.execution_count is None for c in code)
         src = "\n".join(c.source for c in code)
-        assert "SCORE_SDE_NOTEBOOK_QUICK" in src and "SUMMARY " in src
+        # quick mode and the SUMMARY line come from the shared helpers, written once
+        assert "from nb_helpers import" in src and "print_summary(summary" in src
+    helpers = (NB_DIR / "nb_helpers.py").read_text()
+    assert "SCORE_SDE_NOTEBOOK_QUICK" in helpers and "SUMMARY " in helpers
 
 
 def test_notebook_01_pick_an_sde_and_a_solver(tmp_path, monkeypatch):
