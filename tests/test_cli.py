@@ -118,3 +118,20 @@ def test_python_m_lists_configs():
     out = subprocess.run([sys.executable, "-m", "score_sde", "configs"], cwd=REPO, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and "vp/digits" in out.stdout.split()
+
+
+def test_a_run_is_loaded_once_and_reused(toy_run, monkeypatch):
+    """load_trained reads the checkpoint from disk once; the commands reuse a loaded run."""
+    from score_sde import experiment as ex
+    from score_sde.config import load_run_config
+
+    loads = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    run_ = ex.load_trained(toy_run)
+    assert len(loads) == 1 and run_.step == int(run_.checkpoint.stem.split("_")[-1])
+    cfg = load_run_config(toy_run)
+    s = ex.run_sample(cfg, toy_run, method="ddim", steps=3, n=10, out=str(toy_run / "reuse"), run=run_)
+    lik = ex.run_likelihood(cfg, toy_run, n=8, run=run_)
+    assert len(loads) == 1                                  # nothing read again
+    assert s["nfe"] == 4 and s["checkpoint"] == lik["checkpoint"] == str(run_.checkpoint)

@@ -186,3 +186,37 @@ def test_image_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no image files"):
         D.ImageFolder(tmp_path / "empty", 8)
+
+
+def test_one_quantisation_object_for_data_likelihood_and_evaluation():
+    """Data loading, the likelihood and the evaluation share score_sde.quantization.Dequantization."""
+    from score_sde import likelihood, quantization
+    from score_sde.evaluation import level_range
+
+    assert likelihood.Dequantization is quantization.Dequantization is __import__("score_sde").Dequantization
+    for centered in (True, False):
+        ds = D.make_dataset("digits", centered=centered)
+        q = ds.dequantization
+        assert isinstance(q, quantization.Dequantization) and q.levels == 17
+        assert level_range(17, centered) == pytest.approx(q.centre_range)
+        x = ds.raw("test")[:50]
+        # the data's bin centres map back to their levels, and lie on the likelihood's code grid
+        centres = ds.preprocess(x, train=False, dequantize=False)
+        assert torch.equal(q.to_levels(centres), x)
+        lo, hi = q.data_range
+        assert torch.equal(q.codes(lo + (hi - lo) * x.double() / 16), x.long())
+
+
+def test_point_and_image_datasets_answer_for_themselves():
+    cb, moons, digits = D.make_dataset("checkerboard"), D.make_dataset("moons"), D.make_dataset("digits")
+    assert isinstance(cb, D.PointDataset) and isinstance(digits, D.ImageDataset)
+    x = cb.sample(500, generator=gen(0))
+    frac = cb.sample_metrics(x)["fraction_on_board"]
+    assert frac == pytest.approx(1.0)                        # exact samples all lie on the board
+    assert cb.sample_metrics(x * 0 + 10.0)["fraction_on_board"] == 0.0
+    assert moons.sample_metrics(x) == {} and digits.sample_metrics(torch.zeros(2, 1, 8, 8)) == {}
+    assert cb.likelihood_metrics(2.5)["gap_nats"] == pytest.approx(2.5 - math.log(8))
+    assert digits.evaluation_kwargs(10, 0, "wd")["features"] == "digits"
+    assert cb.evaluation_kwargs(10, 0, "wd")["features"] == "raw"
+    kind, img, scale = digits.visual(torch.zeros(3, 1, 8, 8))
+    assert kind == "image" and img.dtype == torch.uint8 and scale == 8
