@@ -40,7 +40,7 @@ from .io import save_npz, save_visual
 from .likelihood import log_likelihood
 from .sampling import sample
 from .sde import SDE
-from .training import check_state_dict, latest_checkpoint, load_checkpoint, train, unwrap_model
+from .training import CheckpointError, check_state_dict, latest_checkpoint, load_checkpoint, train, unwrap_model
 
 __all__ = ["pick_device", "TrainedRun", "load_trained", "draw_samples", "save_samples", "run_train", "run_sample",
            "run_likelihood", "run_evaluate", "evaluate_model_samples", "convert_checkpoint"]
@@ -107,7 +107,7 @@ def load_trained(workdir, cfg: Optional[ConfigDict] = None, device=None, checkpo
     model = config_lib.build_model(cfg, sde)
     obj = load_checkpoint(path)
     if not obj.get("ema"):
-        raise FileNotFoundError(f"checkpoint {path} has no EMA weights to sample from")
+        raise CheckpointError(f"checkpoint {path} has no EMA weights to sample from")
     state = obj["ema"]["module"]
     check_state_dict(state, model, where=f"checkpoint {path} (EMA)")
     unwrap_model(model).load_state_dict(state, strict=True)
