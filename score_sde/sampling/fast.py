@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 
 from .base import Evaluator, Solver
-from .. import utils
 
 __all__ = ["DDIM", "Heun", "DPMSolverPP", "DPMSolverPP2M", "DPMSolverPP3M", "DPMSolverPP2MSDE"]
 
@@ -47,6 +46,7 @@ class DDIM(Solver):
     default_grid = "quadratic"
     default_steps = 50
     options = {"eta": 0.0}
+    supports_after_step = True
 
     def validate(self):
         self.opts["eta"] = _check_eta(self.opts["eta"])
@@ -76,6 +76,7 @@ class Heun(Solver):
     default_grid = "karras"
     default_steps = 18
     options = {}
+    supports_after_step = True
 
     def step(self, m: Evaluator, x, t, s, state):
         ct, cs = m.coef(t), m.coef(s)
