@@ -338,6 +338,27 @@ class ScalarSchedule:
             self._cache[t] = c
         return c
 
+    def prefetch(self, times) -> None:
+        """Compute ``coef`` for all ``times`` (a 1-D float64 tensor, e.g. a solver's grid) and
+        ``transition_var`` for consecutive pairs in a few vectorised operations (same values
+        as one at a time), so that a sampling loop does no tensor work for its scalars."""
+        tt = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
+        if tt.numel() == 0:
+            return
+        sde = self.sde
+        la, sig = sde.log_alpha(tt).tolist(), sde.sigma(tt).tolist()
+        f, g2 = sde.f(tt).tolist(), sde.g2(tt).tolist()
+        for i, t in enumerate(tt.tolist()):
+            if t not in self._cache:
+                self._cache[t] = {"alpha": math.exp(la[i]), "sigma": sig[i], "log_alpha": la[i],
+                                  "lam": 2.0 * la[i] - 2.0 * math.log(sig[i]) if sig[i] > 0 else math.inf,
+                                  "f": f[i], "g2": g2[i]}
+        if tt.numel() > 1:
+            tv = sde.transition_var(tt[:-1], tt[1:]).tolist()
+            ts = tt.tolist()
+            for i in range(len(tv)):
+                self._pairs.setdefault((ts[i], ts[i + 1]), max(tv[i], 0.0))
+
     def transition_var(self, t: float, s: float) -> float:
         """Variance of the forward transition ``x_t | x_s`` (``s <= t``), clamped at 0."""
         key = (float(t), float(s))
@@ -382,6 +403,14 @@ class ScalarSchedule:
         """Reverse-SDE (or probability-flow) drift at (x, t), see :func:`reverse_drift`."""
         c = self.coef(t)
         return reverse_drift(c["f"] * x, c["g2"], score, probability_flow)
+
+    def euler_step(self, x: torch.Tensor, t: float, s: float, score: torch.Tensor,
+                   probability_flow: bool = False) -> torch.Tensor:
+        """Deterministic Euler step ``x - (t - s) * reverse_drift`` from t to s < t, evaluated as
+        ``(1 - dt f) x + dt c g^2 score`` (two operations; one where f = 0)."""
+        c, dt = self.coef(t), t - s
+        k = (0.5 if probability_flow else 1.0) * c["g2"] * dt
+        return torch.add(x if c["f"] == 0.0 else (1.0 - dt * c["f"]) * x, score, alpha=k)
 
     def reverse_discrete_drift(self, x: torch.Tensor, t: float, s: float, score: torch.Tensor,
                                probability_flow: bool = False) -> torch.Tensor:

@@ -277,6 +277,7 @@ class Solver:
               callback: Optional[Callable] = None) -> torch.Tensor:
         """Run :meth:`step` over consecutive grid times; returns x at ``grid[-1]``."""
         ts = grid.tolist()
+        m.schedule.prefetch(grid)
         state = self.init_state(x, grid)
         state["grid"] = ts
         hook = m._after_step is not None and not self.after_step_inside

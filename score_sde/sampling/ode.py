@@ -2,7 +2,7 @@
 
 The ODE ``dx/dt = f(t) x - g(t)^2 score(x, t) / 2`` is integrated from t = T down to eps with
 any torchdiffeq method of the shared table :func:`score_sde.sde.torchdiffeq_methods` (the same
-one the likelihood accepts). Adaptive methods (``dopri5``, the default; ``dopri8``, ``tsit5``,
+one the likelihood accepts). Adaptive methods (``dopri5``, the default; ``dopri8``,
 ``bosh3``, ``fehlberg2``, ``adaptive_heun``) take ``rtol``/``atol`` (default 1e-5 each, suited to sampling;
 torchdiffeq's own 1e-7/1e-9 are far tighter than sample quality needs) and choose their own
 steps, so ``steps`` must not be given. Fixed-step methods (``euler``, ``midpoint``, ``rk4``,

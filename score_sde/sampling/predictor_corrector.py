@@ -107,9 +107,9 @@ class PredictorCorrector(Solver):
         if p == "euler_maruyama":
             # x_s = x_t - drift dt + g sqrt(dt) z, drift the reverse(-flow) drift at t
             dt = t - s
-            x_mean = x - dt * m.reverse_drift(x, t, m.score(x, t), pf)
             if pf:
-                return x_mean
+                return m.schedule.euler_step(x, t, s, m.score(x, t), probability_flow=True)
+            x_mean = x - dt * m.reverse_drift(x, t, m.score(x, t), pf)
             return x_mean + math.sqrt(m.coef(t)["g2"] * dt) * m.randn_like(x)
         if p == "reverse_diffusion":
             # reverse of the exact forward step s -> t: x_s = x_t - rev_f + G z
