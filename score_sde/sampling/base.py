@@ -170,10 +170,10 @@ class Evaluator:
 class Solver:
     """Base class of samplers. Subclasses set the class attributes and implement :meth:`step`.
 
-    Class attributes (the protocol; ``sample`` and the tests read every one of them):
+    Class attributes (the protocol):
         name: the key in :data:`SOLVERS` (:func:`register` uses it; nothing else repeats it).
         order: convergence order of the deterministic part (weak order 1 for stochastic
-            predictors); the tests assert it.
+            predictors); informational (the convergence-slope tests check the claimed orders).
         stochastic: draws noise (``Evaluator.randn_like`` refuses to draw otherwise).
         ode: integrates the probability-flow ODE; a corrector (option ``corrector``) is refused.
         evals_per_step: ``score_fn`` calls per step (``None`` for adaptive solvers); the tests
