@@ -35,7 +35,6 @@ class ProbabilityFlowODE(Solver):
     name = "ode"
     ode = True
     default_grid = "uniform_t"
-    default_steps = None
     options = {"ode_method": "dopri5", "rtol": 1e-5, "atol": 1e-5, "ode_options": None}
 
     def validate(self):
@@ -69,7 +68,6 @@ class ProbabilityFlowODE(Solver):
         import torchdiffeq
 
         shape = x.shape
-        state = {"i": 0}
 
         def func(t, y):
             tf = float(t)
