@@ -56,25 +56,20 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
 import torch
 from torchdiffeq import odeint
 
-try:  # torchdiffeq keeps its solver table private; fall back to the names of torchdiffeq 0.2.x
-    from torchdiffeq._impl.odeint import SOLVERS as _SOLVER_CLASSES
-    from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver as _RKAdaptive
-    _ADAPTIVE = frozenset(k for k, v in _SOLVER_CLASSES.items() if issubclass(v, _RKAdaptive))
-    _ODE_SOLVERS = frozenset(_SOLVER_CLASSES)
-except ImportError:  # pragma: no cover
-    _ADAPTIVE = frozenset(("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun"))
-    _ODE_SOLVERS = _ADAPTIVE | {"euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
-                                "fixed_adams", "scipy_solver"}
+from .sde import SDE, CountingScoreFn, torchdiffeq_methods
 
 from .quantization import Dequantization, dequantize  # the shared quantisation convention (re-exported)
-from .sde import SDE
+
+_METHODS = torchdiffeq_methods()
+_ADAPTIVE = frozenset(k for k, v in _METHODS.items() if v.adaptive)
+_ODE_SOLVERS = frozenset(_METHODS)
 
 __all__ = [
     "LikelihoodOutput", "Dequantization", "log_likelihood", "encode", "decode", "dequantize",
     "bits_per_dim", "ODE_METHODS", "DIVERGENCES", "PROBES",
 ]
 
-#: ODE solvers accepted as ``method`` (torchdiffeq's names)
+#: ODE solvers accepted as ``method``: the torchdiffeq table of :func:`score_sde.sde.torchdiffeq_methods`
 ODE_METHODS = tuple(sorted(_ODE_SOLVERS))
 #: accepted ``divergence`` values
 DIVERGENCES = ("auto", "exact", "hutchinson")
@@ -115,34 +110,13 @@ def bits_per_dim(logp: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- the ODE
-class _CountingScoreFn:
-    """Wraps score_fn, counting calls and checking that the output is connected to x."""
-
-    def __init__(self, score_fn: Callable):
-        self.score_fn = score_fn
-        self.calls = 0
-        self.need_grad = False
-
-    def __call__(self, x, t):
-        self.calls += 1
-        s = self.score_fn(x, t)
-        if not isinstance(s, torch.Tensor) or s.shape != x.shape:
-            got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
-            raise ValueError(f"score_fn(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}")
-        if self.need_grad and not s.requires_grad:
-            raise ValueError(
-                "score_fn returned a tensor that does not depend on x through autograd, so its divergence "
-                "cannot be computed; do not call the model under torch.no_grad() or detach its output")
-        return s
-
-
 class _ProbabilityFlow:
     """The probability-flow ODE on a flattened state ``(B, D)``, optionally augmented with the
     divergence ``(x, delta)``; one score evaluation per call."""
 
     def __init__(self, sde: SDE, score_fn: Callable, shape, dtype, divergence: Optional[str] = None,
                  probes: Optional[torch.Tensor] = None):
-        self.counter = _CountingScoreFn(score_fn)
+        self.counter = CountingScoreFn(score_fn)   # shared with sampling: counts, checks shape and dtype
         self.rsde = sde.reverse(self.counter, probability_flow=True)
         self.shape, self.dtype = tuple(shape), dtype
         self.divergence, self.probes = divergence, probes

@@ -54,15 +54,47 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 
 from .utils import append_dims, as_time, check_positive
 
-__all__ = ["SDE", "VPSDE", "subVPSDE", "VESDE", "ReverseSDE", "ScoreFn"]
+__all__ = ["SDE", "VPSDE", "subVPSDE", "VESDE", "ReverseSDE", "ScoreFn", "ScalarSchedule", "CountingScoreFn",
+           "tweedie", "reverse_drift", "reverse_discrete_drift", "posterior_coefficients", "OdeMethod",
+           "torchdiffeq_methods"]
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ---------------------------------------------------------------------- the reverse-process math, once
+# Each formula below is written once and evaluated either with per-sample tensors (already
+# broadcast to x's rank, by the SDE methods) or with float64 Python scalars (by ScalarSchedule,
+# which the fixed-grid solvers use). Nothing else in the package re-derives them.
+def tweedie(x, score, sigma2, alpha):
+    """Tweedie's posterior mean ``E[x_0 | x_t] = (x_t + sigma^2 score) / alpha``."""
+    return (x + sigma2 * score) / alpha
+
+
+def reverse_drift(fx, g2, score, probability_flow: bool = False):
+    """Drift of the reverse SDE ``f x - g^2 score`` (probability flow: ``f x - g^2 score / 2``),
+    given the forward drift ``fx = f(t) x``."""
+    c = 0.5 if probability_flow else 1.0
+    return fx - (c * g2) * score
+
+
+def reverse_discrete_drift(fx, G2, score, probability_flow: bool = False):
+    """Reverse of the exact discretisation ``x_t = x_s + fx + G z``: the reverse step is
+    ``x_s = x_t - rev_f + G z`` with ``rev_f = fx - G^2 score`` (probability flow: ``G^2 / 2``,
+    no noise). Same form as :func:`reverse_drift` with ``g^2 dt`` replaced by ``G^2``."""
+    return reverse_drift(fx, G2, score, probability_flow)
+
+
+def posterior_coefficients(ratio, alpha_s, sig_t2, sig_s2, var_ts):
+    """``q(x_s | x_t, x_0) = N(c_xt x_t + c_x0 x_0, var)`` for ``s < t``: returns ``(c_xt, c_x0, var)``
+    from ``ratio = alpha_t / alpha_s``, ``alpha_s``, ``sigma_t^2``, ``sigma_s^2`` and the forward
+    transition variance ``var_ts`` of ``x_t | x_s``."""
+    return ratio * sig_s2 / sig_t2, alpha_s * var_ts / sig_t2, var_ts * sig_s2 / sig_t2
 
 
 class SDE(abc.ABC):
@@ -217,14 +249,18 @@ class SDE(abc.ABC):
         var_ts = self.transition_var(t, s)
         sig_t2, sig_s2 = self.sigma(t) ** 2, self.sigma(s) ** 2
         ratio = torch.exp(self.log_alpha(t) - self.log_alpha(s))
-        c_xt = ratio * sig_s2 / sig_t2
-        c_x0 = self.alpha(s) * var_ts / sig_t2
+        c_xt, c_x0, var = posterior_coefficients(ratio, self.alpha(s), sig_t2, sig_s2, var_ts)
         mean = append_dims(c_xt, x_t.ndim) * x_t + append_dims(c_x0, x_t.ndim) * x0
-        return mean, torch.sqrt((var_ts * sig_s2 / sig_t2).clamp_min(0.0))
+        return mean, torch.sqrt(var.clamp_min(0.0))
 
     def x0_from_score(self, x_t: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         """Tweedie's posterior mean ``E[x_0 | x_t] = (x_t + sigma^2 score) / alpha``."""
-        return (x_t + append_dims(self.sigma(t) ** 2, x_t.ndim) * score) / append_dims(self.alpha(t), x_t.ndim)
+        return tweedie(x_t, score, append_dims(self.sigma(t) ** 2, x_t.ndim), append_dims(self.alpha(t), x_t.ndim))
+
+    def scalars(self) -> "ScalarSchedule":
+        """A float64 view of this SDE's schedule at Python-float times (cached per time), used by
+        the fixed-grid solvers; see :class:`ScalarSchedule`."""
+        return ScalarSchedule(self)
 
     # ------------------------------------------------------------------ reverse time
     def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> "ReverseSDE":
@@ -258,8 +294,7 @@ class ReverseSDE:
         t = as_time(t, x, self.T)
         drift, diffusion = self.forward.sde(x, t)
         score = self.score_fn(x, t)
-        c = 0.5 if self.probability_flow else 1.0
-        drift = drift - append_dims(c * diffusion ** 2, x.ndim) * score
+        drift = reverse_drift(drift, append_dims(diffusion ** 2, x.ndim), score, self.probability_flow)
         if self.probability_flow:
             diffusion = torch.zeros_like(diffusion)
         return drift, diffusion
@@ -269,10 +304,200 @@ class ReverseSDE:
         t = as_time(t, x, self.T)
         f, G = self.forward.discretize(x, t, dt)
         score = self.score_fn(x, t)
-        c = 0.5 if self.probability_flow else 1.0
-        rev_f = f - append_dims(c * G ** 2, x.ndim) * score
+        rev_f = reverse_discrete_drift(f, append_dims(G ** 2, x.ndim), score, self.probability_flow)
         rev_G = torch.zeros_like(G) if self.probability_flow else G
         return rev_f, rev_G
+
+
+class ScalarSchedule:
+    """float64 view of an SDE's schedule at Python-float times, for fixed-grid solvers.
+
+    ``coef(t)`` returns ``{"alpha", "sigma", "log_alpha", "lam", "f", "g2"}`` as Python floats
+    (``lam`` is the log-SNR, +inf where sigma = 0), computed once per time and cached. The other
+    methods evaluate the shared formulas of this module (:func:`tweedie`, :func:`reverse_drift`,
+    :func:`reverse_discrete_drift`, :func:`posterior_coefficients`) with these scalars, so that
+    solvers multiply tensors only by float64 numbers and never re-derive the math.
+    """
+
+    def __init__(self, sde: SDE):
+        self.sde = sde
+        self._cache: dict = {}
+        self._pairs: dict = {}
+
+    def coef(self, t: float) -> dict:
+        """float64 schedule values at t: alpha, sigma, log_alpha, lam (log-SNR), f, g2."""
+        t = float(t)
+        c = self._cache.get(t)
+        if c is None:
+            tt = torch.tensor(t, dtype=torch.float64)
+            sde = self.sde
+            la, sig = float(sde.log_alpha(tt)), float(sde.sigma(tt))
+            c = {"alpha": math.exp(la), "sigma": sig, "log_alpha": la,
+                 "lam": 2.0 * la - 2.0 * math.log(sig) if sig > 0 else math.inf,
+                 "f": float(sde.f(tt)), "g2": float(sde.g2(tt))}
+            self._cache[t] = c
+        return c
+
+    def prefetch(self, times) -> None:
+        """Compute ``coef`` for all ``times`` (a 1-D float64 tensor, e.g. a solver's grid) and
+        ``transition_var`` for consecutive pairs in a few vectorised operations (same values
+        as one at a time), so that a sampling loop does no tensor work for its scalars."""
+        tt = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
+        if tt.numel() == 0:
+            return
+        sde = self.sde
+        la, sig = sde.log_alpha(tt).tolist(), sde.sigma(tt).tolist()
+        f, g2 = sde.f(tt).tolist(), sde.g2(tt).tolist()
+        for i, t in enumerate(tt.tolist()):
+            if t not in self._cache:
+                self._cache[t] = {"alpha": math.exp(la[i]), "sigma": sig[i], "log_alpha": la[i],
+                                  "lam": 2.0 * la[i] - 2.0 * math.log(sig[i]) if sig[i] > 0 else math.inf,
+                                  "f": f[i], "g2": g2[i]}
+        if tt.numel() > 1:
+            tv = sde.transition_var(tt[:-1], tt[1:]).tolist()
+            ts = tt.tolist()
+            for i in range(len(tv)):
+                self._pairs.setdefault((ts[i], ts[i + 1]), max(tv[i], 0.0))
+
+    def transition_var(self, t: float, s: float) -> float:
+        """Variance of the forward transition ``x_t | x_s`` (``s <= t``), clamped at 0."""
+        key = (float(t), float(s))
+        v = self._pairs.get(key)
+        if v is None:
+            v = max(float(self.sde.transition_var(torch.tensor(key[0], dtype=torch.float64),
+                                                  torch.tensor(key[1], dtype=torch.float64))), 0.0)
+            self._pairs[key] = v
+        return v
+
+    def transition_std(self, t: float, s: float) -> float:
+        """Std of the forward transition ``x_t | x_s`` (DDPM's sqrt(beta) for VP)."""
+        return math.sqrt(self.transition_var(t, s))
+
+    def ratio(self, t: float, s: float) -> float:
+        """``alpha_t / alpha_s``."""
+        return math.exp(self.coef(t)["log_alpha"] - self.coef(s)["log_alpha"])
+
+    def posterior(self, t: float, s: float):
+        """``(c_xt, c_x0, std)`` of ``q(x_s | x_t, x_0) = N(c_xt x_t + c_x0 x_0, std^2)``, s < t."""
+        ct, cs = self.coef(t), self.coef(s)
+        c_xt, c_x0, var = posterior_coefficients(self.ratio(t, s), cs["alpha"], ct["sigma"] ** 2,
+                                                 cs["sigma"] ** 2, self.transition_var(t, s))
+        return c_xt, c_x0, math.sqrt(max(var, 0.0))
+
+    def posterior_std(self, t: float, s: float) -> float:
+        """Std of ``q(x_s | x_t, x_0)`` (the ancestral step's noise)."""
+        return self.posterior(t, s)[2]
+
+    def posterior_mean(self, x: torch.Tensor, x0: torch.Tensor, t: float, s: float) -> torch.Tensor:
+        """Mean of ``q(x_s | x_t = x, x_0 = x0)``."""
+        c_xt, c_x0, _ = self.posterior(t, s)
+        return c_xt * x + c_x0 * x0
+
+    def denoise(self, x: torch.Tensor, t: float, score: torch.Tensor) -> torch.Tensor:
+        """Tweedie's ``E[x_0 | x_t = x]`` from the score at (x, t)."""
+        c = self.coef(t)
+        return tweedie(x, score, c["sigma"] ** 2, c["alpha"])
+
+    def reverse_drift(self, x: torch.Tensor, t: float, score: torch.Tensor,
+                      probability_flow: bool = False) -> torch.Tensor:
+        """Reverse-SDE (or probability-flow) drift at (x, t), see :func:`reverse_drift`."""
+        c = self.coef(t)
+        return reverse_drift(c["f"] * x, c["g2"], score, probability_flow)
+
+    def euler_step(self, x: torch.Tensor, t: float, s: float, score: torch.Tensor,
+                   probability_flow: bool = False) -> torch.Tensor:
+        """Deterministic Euler step ``x - (t - s) * reverse_drift`` from t to s < t, evaluated as
+        ``(1 - dt f) x + dt c g^2 score`` (two operations; one where f = 0)."""
+        c, dt = self.coef(t), t - s
+        k = (0.5 if probability_flow else 1.0) * c["g2"] * dt
+        return torch.add(x if c["f"] == 0.0 else (1.0 - dt * c["f"]) * x, score, alpha=k)
+
+    def reverse_discrete_drift(self, x: torch.Tensor, t: float, s: float, score: torch.Tensor,
+                               probability_flow: bool = False) -> torch.Tensor:
+        """``rev_f`` of the reverse exact discretisation from t to s: ``x_s = x - rev_f + G z``
+        with ``G = transition_std(t, s)`` (see :func:`reverse_discrete_drift`)."""
+        return reverse_discrete_drift((self.ratio(t, s) - 1.0) * x, self.transition_var(t, s), score,
+                                      probability_flow)
+
+
+class CountingScoreFn:
+    """The one counting, checking wrapper of a ``score_fn(x, t)`` (used by sampling and likelihood).
+
+    Each call counts one evaluation (``calls``) and checks the output: a tensor shaped like x with
+    a real floating dtype (anything else is a ValueError naming what came back); a floating
+    output of another precision is cast to x's dtype. With ``need_grad=True`` the output must be
+    connected to x through autograd (the likelihood's divergence needs it). Finiteness is the
+    caller's business (the sampling loop checks it without a host synchronisation per step).
+    """
+
+    def __init__(self, score_fn: ScoreFn, need_grad: bool = False):
+        if not callable(score_fn):
+            raise ValueError("score_fn must be a callable score_fn(x, t) -> tensor shaped like x")
+        self.score_fn = score_fn
+        self.need_grad = need_grad
+        self.calls = 0
+
+    @property
+    def nfe(self) -> int:
+        """Number of calls made so far (alias of ``calls``)."""
+        return self.calls
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.score_fn(x, t)
+        self.calls += 1
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"score_fn(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+        if not out.is_floating_point():
+            raise ValueError(f"score_fn(x, t) must return a real floating-point tensor, got dtype {out.dtype}")
+        if self.need_grad and not out.requires_grad:
+            raise ValueError(
+                "score_fn returned a tensor that does not depend on x through autograd, so its divergence "
+                "cannot be computed; do not call the model under torch.no_grad() or detach its output")
+        if out.dtype != x.dtype:
+            out = out.to(x.dtype)
+        return out
+
+
+class OdeMethod(NamedTuple):
+    """One torchdiffeq method: ``adaptive`` (chooses its own steps), ``evals_per_step`` (fixed-step
+    methods; ``None`` where it is not constant) and ``order``."""
+    adaptive: bool
+    evals_per_step: Optional[int]
+    order: int
+
+
+_ODE_EVALS = {"euler": 1, "midpoint": 2, "rk4": 4, "heun2": 2, "heun3": 3}
+_ODE_ORDER = {"euler": 1, "midpoint": 2, "rk4": 4, "heun2": 2, "heun3": 3, "dopri5": 5, "dopri8": 8, "bosh3": 3,
+              "fehlberg2": 2, "adaptive_heun": 2, "tsit5": 5}
+
+
+def torchdiffeq_methods() -> Dict[str, OdeMethod]:
+    """The one torchdiffeq method table (name -> :class:`OdeMethod`), shared by the ODE sampler
+    (``sample(method="ode", ode_method=...)``) and the likelihood (``log_likelihood(method=...)``).
+
+    Read from the installed torchdiffeq (its solver table is private; the names of torchdiffeq
+    0.2.x are the fallback). ``scipy_solver`` is left out: it copies the batch to the host in
+    float64 on every evaluation.
+    """
+    global _ODE_TABLE
+    if _ODE_TABLE is None:
+        try:
+            from torchdiffeq._impl.odeint import SOLVERS as classes
+            from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver as adaptive_base
+            adaptive = {k for k, v in classes.items() if issubclass(v, adaptive_base)}
+            names = set(classes)
+        except ImportError:  # pragma: no cover
+            adaptive = {"dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "tsit5"}
+            names = adaptive | {"euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
+                                "fixed_adams"}
+        names.discard("scipy_solver")
+        _ODE_TABLE = {k: OdeMethod(k in adaptive, None if k in adaptive else _ODE_EVALS.get(k), _ODE_ORDER.get(k, 1))
+                      for k in sorted(names)}
+    return dict(_ODE_TABLE)
+
+
+_ODE_TABLE: Optional[Dict[str, OdeMethod]] = None
 
 
 class VPSDE(SDE):

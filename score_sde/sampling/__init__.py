@@ -15,7 +15,8 @@ Methods (``SOLVERS``): ``euler_maruyama``, ``reverse_diffusion``, ``ancestral``,
 ``dpmpp_2m_sde``, ``ode`` (torchdiffeq), ``sdeint`` (torchsde). See ``docs/sampling.md``.
 """
 from . import grids
-from .base import Evaluator, NonFiniteError, SampleOutput, Solver, SOLVERS, sample
+from .base import (Evaluator, NonFiniteError, SampleOutput, Solver, SOLVERS, register, sample,
+                   supporting_after_step)
 from .fast import DDIM, DPMSolverPP, DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, Heun
 from .grids import GRIDS, karras, log_snr, make_grid, quadratic, uniform_t
 from .ode import ProbabilityFlowODE
@@ -23,24 +24,14 @@ from .predictor_corrector import (CORRECTORS, DDPM, PREDICTORS, Ancestral, Euler
                                   PredictorCorrector, ProbabilityFlowEuler, ReverseDiffusion)
 from .sdeint import TorchSDE
 
-SOLVERS.update({
-    "euler_maruyama": EulerMaruyama,
-    "reverse_diffusion": ReverseDiffusion,
-    "ancestral": Ancestral,
-    "pc": PredictorCorrector,
-    "ddpm": DDPM,
-    "euler": ProbabilityFlowEuler,
-    "ddim": DDIM,
-    "heun": Heun,
-    "dpmpp_2m": DPMSolverPP2M,
-    "dpmpp_3m": DPMSolverPP3M,
-    "dpmpp_2m_sde": DPMSolverPP2MSDE,
-    "ode": ProbabilityFlowODE,
-    "sdeint": TorchSDE,
-})
+for _cls in (EulerMaruyama, ReverseDiffusion, Ancestral, PredictorCorrector, DDPM, ProbabilityFlowEuler, DDIM,
+             Heun, DPMSolverPP2M, DPMSolverPP3M, DPMSolverPP2MSDE, ProbabilityFlowODE, TorchSDE):
+    register(_cls)
+del _cls
 
 __all__ = [
-    "sample", "SampleOutput", "SOLVERS", "Solver", "Evaluator", "NonFiniteError",
+    "sample", "SampleOutput", "SOLVERS", "Solver", "Evaluator", "NonFiniteError", "register",
+    "supporting_after_step",
     "grids", "GRIDS", "uniform_t", "quadratic", "log_snr", "karras", "make_grid",
     "PREDICTORS", "CORRECTORS", "PredictorCorrector", "EulerMaruyama", "ReverseDiffusion", "Ancestral",
     "ProbabilityFlowEuler", "DDPM", "DDIM", "Heun", "DPMSolverPP", "DPMSolverPP2M", "DPMSolverPP3M",

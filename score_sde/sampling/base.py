@@ -13,14 +13,15 @@ Notation: ``x`` is ``(B, *event_shape)`` of any rank; times are in the forward c
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import torch
 
 from . import grids as _grids
+from ..sde import CountingScoreFn
 
-__all__ = ["SampleOutput", "Solver", "Evaluator", "NonFiniteError", "sample", "SOLVERS"]
+__all__ = ["SampleOutput", "Solver", "Evaluator", "NonFiniteError", "sample", "SOLVERS", "register",
+           "supporting_after_step"]
 
 
 class SampleOutput(NamedTuple):
@@ -34,56 +35,72 @@ class NonFiniteError(FloatingPointError):
     """Raised when NaN or Inf appears during sampling; the message names the step and time."""
 
 
-#: name -> solver class. Filled explicitly in :mod:`score_sde.sampling` (no import side effects).
+#: name -> solver class, built in :mod:`score_sde.sampling` from the classes' ``name`` attributes
+#: (no import side effects); add yours with :func:`register`.
 SOLVERS: Dict[str, type] = {}
+
+#: the option that attaches a corrector to a solver; refused for solvers that integrate the ODE
+CORRECTOR_OPTION = "corrector"
+
+#: the loop checks its running non-finite record on the host every this many steps (and at the end)
+FINITE_CHECK_EVERY = 64
+
+
+def register(cls: type, registry: Optional[Dict[str, type]] = None) -> type:
+    """Add a :class:`Solver` subclass to ``SOLVERS`` (or ``registry``) under ``cls.name``."""
+    registry = SOLVERS if registry is None else registry
+    if not (isinstance(cls, type) and issubclass(cls, Solver)) or not cls.name:
+        raise ValueError(f"register takes a Solver subclass with a non-empty name, got {cls!r}")
+    if cls.name in registry and registry[cls.name] is not cls:
+        raise ValueError(f"a solver named {cls.name!r} is already registered ({registry[cls.name].__name__})")
+    registry[cls.name] = cls
+    return cls
 
 
 class Evaluator:
-    """Wraps ``score_fn`` for a solver: counts calls, broadcasts scalar times, checks outputs.
+    """What a solver's :meth:`Solver.step` may use: counted score calls and the float64 schedule.
 
-    ``score(x, t)`` takes a Python float t and passes ``score_fn`` a ``(B,)`` tensor of it in
-    x's dtype and device. ``denoise(x, t)`` is Tweedie's posterior mean
-    ``(x + sigma^2 score) / alpha`` (one call). Scalar schedule values are computed in float64
-    by :meth:`coef` and cached.
+    ``score(x, t)`` takes a Python float t (or a ``(B,)`` tensor) and calls ``score_fn`` with a
+    ``(B,)`` tensor in x's dtype and device, through :class:`score_sde.sde.CountingScoreFn` (one
+    count per call, shape and dtype checked). ``denoise(x, t)`` is Tweedie's posterior mean
+    (one call). ``coef``, ``posterior_std``, ``transition_std``, ``posterior_mean``,
+    ``reverse_drift`` and ``reverse_discrete_drift`` evaluate the SDE's formulas with float64
+    scalars (:class:`score_sde.sde.ScalarSchedule`, cached per time). ``randn_like`` draws from the
+    sampler's generator; ``after_step(x, t)`` applies the user's ``after_step`` hook (identity
+    without one).
+
+    Non-finite values: ``check(x, step, t, s)`` records, on the device, whether x is finite; the
+    record is read on the host only every :data:`FINITE_CHECK_EVERY` steps and by
+    :meth:`finish`, which raises :class:`NonFiniteError` naming the first bad step and its times.
     """
 
     def __init__(self, sde, score_fn, generator: Optional[torch.Generator] = None,
-                 check_finite: bool = True, method: str = ""):
+                 check_finite: bool = True, method: str = "", after_step: Optional[Callable] = None,
+                 stochastic: bool = True):
         self.sde = sde
+        self.counter = score_fn if isinstance(score_fn, CountingScoreFn) else CountingScoreFn(score_fn)
         self.score_fn = score_fn
+        self.schedule = sde.scalars()
         self.generator = generator
         self.check_finite = check_finite
         self.method = method
-        self.nfe = 0
-        self._cache: Dict[float, Dict[str, float]] = {}
+        self.stochastic = stochastic
+        self._after_step = after_step
+        self._times: Dict[Any, torch.Tensor] = {}
+        self._sums: list = []
+        self._where: list = []
+        # the float64 schedule, shared with the SDE's formulas
+        self.coef = self.schedule.coef
+        self.posterior_std = self.schedule.posterior_std
+        self.transition_std = self.schedule.transition_std
+        self.posterior_mean = self.schedule.posterior_mean
+        self.reverse_drift = self.schedule.reverse_drift
+        self.reverse_discrete_drift = self.schedule.reverse_discrete_drift
 
-    # -------------------------------------------------------------- schedule scalars
-    def coef(self, t: float) -> Dict[str, float]:
-        """float64 schedule values at t: alpha, sigma, log_alpha, lam (log-SNR), f, g2."""
-        t = float(t)
-        c = self._cache.get(t)
-        if c is None:
-            tt = torch.tensor(t, dtype=torch.float64)
-            sde = self.sde
-            la, sig = float(sde.log_alpha(tt)), float(sde.sigma(tt))
-            c = {"alpha": math.exp(la), "sigma": sig, "log_alpha": la,
-                 "lam": 2.0 * la - 2.0 * math.log(sig) if sig > 0 else math.inf,
-                 "f": float(sde.f(tt)), "g2": float(sde.g2(tt))}
-            self._cache[t] = c
-        return c
-
-    def posterior_std(self, t: float, s: float) -> float:
-        """Std of ``q(x_s | x_t, x_0)`` (the ancestral step's noise), float64."""
-        ct, cs = self.coef(t), self.coef(s)
-        var_ts = float(self.sde.transition_var(torch.tensor(t, dtype=torch.float64),
-                                               torch.tensor(s, dtype=torch.float64)))
-        return math.sqrt(max(var_ts * cs["sigma"] ** 2 / ct["sigma"] ** 2, 0.0))
-
-    def transition_std(self, t: float, s: float) -> float:
-        """Std of the forward transition ``x_t | x_s`` (DDPM's sqrt(beta) for VP), float64."""
-        var_ts = float(self.sde.transition_var(torch.tensor(t, dtype=torch.float64),
-                                               torch.tensor(s, dtype=torch.float64)))
-        return math.sqrt(max(var_ts, 0.0))
+    @property
+    def nfe(self) -> int:
+        """Score calls made so far."""
+        return self.counter.calls
 
     # -------------------------------------------------------------- model calls
     def score(self, x: torch.Tensor, t) -> torch.Tensor:
@@ -91,46 +108,85 @@ class Evaluator:
         if isinstance(t, torch.Tensor) and t.ndim == 1:
             tv = t.to(device=x.device, dtype=x.dtype)
         else:
-            tv = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
-        out = self.score_fn(x, tv)
-        self.nfe += 1
-        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"score_fn must return a tensor shaped like x {tuple(x.shape)}, got {got}")
-        if out.dtype != x.dtype:
-            out = out.to(x.dtype)
-        return out
+            key = (float(t), x.shape[0], x.dtype, x.device)
+            tv = self._times.get(key)
+            if tv is None:
+                tv = torch.full((x.shape[0],), key[0], dtype=x.dtype, device=x.device)
+                self._times[key] = tv
+        return self.counter(x, tv)
 
     def denoise(self, x: torch.Tensor, t: float, score: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Tweedie's ``E[x_0 | x_t] = (x + sigma^2 score) / alpha`` (calls score_fn unless given)."""
-        c = self.coef(t)
         if score is None:
             score = self.score(x, t)
-        return (x + c["sigma"] ** 2 * score) / c["alpha"]
+        return self.schedule.denoise(x, t, score)
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped like x from the sampler's generator."""
+        if not self.stochastic:
+            raise RuntimeError(f"method {self.method!r} declares stochastic=False but drew noise; "
+                               f"set stochastic=True on the solver (class attribute or in validate)")
         return torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
 
+    def after_step(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """Apply the user's ``after_step(x, t) -> x`` hook (t: the time x now lives at)."""
+        if self._after_step is None:
+            return x
+        out = self._after_step(x, float(t))
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"after_step(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+        return out
+
+    # -------------------------------------------------------------- non-finite record (no sync per step)
     def check(self, x: torch.Tensor, step: int, t: float, s: float) -> None:
-        if self.check_finite and not bool(torch.isfinite(x).all()):
+        """Record whether x (the state after ``step``, from t to s) is finite; no host sync."""
+        if not self.check_finite:
+            return
+        # one reduction; float64 accumulation cannot overflow for float32 data, and any NaN or
+        # inf in x makes the sum non-finite
+        self._sums.append(x.sum(dtype=torch.float64))
+        self._where.append((step, t, s))
+        if len(self._sums) >= FINITE_CHECK_EVERY:
+            self.finish(keep=True)
+
+    def finish(self, keep: bool = False) -> None:
+        """Read the non-finite record on the host (one sync); raise for the first bad step."""
+        if not self._sums:
+            return
+        sums = torch.stack(self._sums)
+        bad = ~torch.isfinite(sums)
+        if bool(bad.any()):
+            i = int(bad.to(torch.uint8).argmax())
+            step, t, s = self._where[i]
             raise NonFiniteError(
                 f"method {self.method!r}: non-finite values appeared at step {step} (from t={t:.6g} to "
                 f"t={s:.6g}); check score_fn at these times, use a larger eps or more steps")
+        if keep:
+            self._sums.clear()
+            self._where.clear()
 
 
 class Solver:
     """Base class of samplers. Subclasses set the class attributes and implement :meth:`step`.
 
-    Class attributes:
+    Class attributes (the protocol):
+        name: the key in :data:`SOLVERS` (:func:`register` uses it; nothing else repeats it).
         order: convergence order of the deterministic part (weak order 1 for stochastic
-            predictors); informational and used by the tests.
-        stochastic: draws noise (needs the generator).
-        ode: integrates the probability-flow ODE (no corrector may be attached).
-        evals_per_step: ``score_fn`` calls per step (``None`` for adaptive solvers).
+            predictors); informational (the convergence-slope tests check the claimed orders).
+        stochastic: draws noise (``Evaluator.randn_like`` refuses to draw otherwise).
+        ode: integrates the probability-flow ODE; a corrector (option ``corrector``) is refused.
+        evals_per_step: ``score_fn`` calls per step (``None`` for adaptive solvers); the tests
+            check it against counted calls for every method.
         default_grid: grid name used when ``grid`` is not given.
         default_steps: steps used when ``steps`` is not given.
         options: accepted keyword options and their defaults.
+        fixed: options a preset fixes (see :meth:`preset`); passing another value is an error.
+        supports_after_step: ``sample(..., after_step=...)`` is allowed (single-step solvers;
+            multistep histories would go stale, back-ends cannot take it).
+
+    Hooks (override as needed): :meth:`validate`, :meth:`default_eps`, :meth:`prepare`,
+    :meth:`init_state`, :meth:`step`, :meth:`solve`.
     """
 
     name: str = ""
@@ -140,32 +196,72 @@ class Solver:
     evals_per_step: Optional[int] = 1
     default_grid: str = "uniform_t"
     default_steps: Optional[int] = 1000
-    uses_grid: bool = True
     options: Dict[str, Any] = {}
+    fixed: Dict[str, Any] = {}
+    supports_after_step: bool = False
 
     def __init__(self, sde, **options):
+        name = self.name or type(self).__name__
+        if CORRECTOR_OPTION in options and self.ode:
+            raise ValueError(f"method {name!r} does not accept option(s) [{CORRECTOR_OPTION!r}]: it integrates the "
+                             f"probability-flow ODE (ode=True), so no corrector may be attached; correctors belong "
+                             f"to {_accepting(CORRECTOR_OPTION)}")
+        for k in sorted(set(options) & set(self.fixed)):
+            if options[k] != self.fixed[k]:
+                raise ValueError(f"method {name!r} fixes {k}={self.fixed[k]!r}; use a method that lets you "
+                                 f"choose it ({', '.join(repr(n) for n in _accepting(k)) or 'none'})")
+        options = {k: v for k, v in options.items() if k not in self.fixed}
         unknown = sorted(set(options) - set(self.options))
-        if unknown and ({"corrector", "predictor", "snr", "n_steps"} & set(unknown)):
-            raise ValueError(f"method {self.name!r} does not accept option(s) {unknown}: predictors and correctors "
-                             f"belong to the predictor-corrector methods ('pc', 'euler_maruyama', "
-                             f"'reverse_diffusion', 'ancestral'); accepted options of {self.name!r}: "
-                             f"{sorted(self.options) or 'none'}")
         if unknown:
             accepted = sorted(self.options) or "none"
-            raise ValueError(f"method {self.name!r} does not accept option(s) {unknown}; accepted options: {accepted}")
+            owners = _accepting(*unknown)
+            hint = f"; they belong to {owners}" if owners else ""
+            raise ValueError(f"method {name!r} does not accept option(s) {unknown}{hint}; accepted options of "
+                             f"{name!r}: {accepted}")
         self.sde = sde
-        self.opts = {**self.options, **options}
+        self.opts = {**self.fixed, **self.options, **options}
         self.validate()
 
+    @classmethod
+    def preset(cls, name: str, doc: str, fixed: Optional[Dict[str, Any]] = None,
+               accept: Optional[tuple] = None, class_name: Optional[str] = None, **defaults) -> type:
+        """A registered variant of ``cls`` that fixes some options and changes some defaults.
+
+        ``fixed``: options set and not choosable; ``accept``: the options the preset still
+        accepts (default: all of ``cls.options`` not fixed); ``defaults``: new defaults. Other
+        class attributes are inherited; validation is ``cls.validate`` on the full option set.
+        ``class_name``: the new class's ``__name__``.
+        """
+        fixed = dict(fixed or {})
+        base = {**cls.fixed, **cls.options, **defaults}
+        keep = [k for k in base if k not in fixed] if accept is None else list(accept)
+        attrs = {"name": name, "__doc__": doc, "__module__": cls.__module__,
+                 "options": {k: base[k] for k in keep},
+                 "fixed": {**{k: v for k, v in base.items() if k not in keep}, **fixed}}
+        new = type(class_name or f"{cls.__name__}_{name}", (cls,), attrs)
+        new.__qualname__ = new.__name__
+        return new
+
     def validate(self) -> None:
-        """Check ``self.opts`` (raise ValueError before any work)."""
+        """Check ``self.opts`` (raise ValueError before any work); may set instance metadata
+        (``stochastic``, ``ode``, ``evals_per_step``, ``order``) that depends on the options."""
 
     def nfe(self, steps: int) -> Optional[int]:
         """Score calls made by ``steps`` steps (not counting the final denoising call)."""
         return None if self.evals_per_step is None else steps * self.evals_per_step
 
+    def default_eps(self) -> float:
+        """End time used when ``eps`` is not given: the one place where the default is chosen."""
+        return self.sde.sampling_eps
+
     def make_grid(self, grid, steps: int, eps: float) -> torch.Tensor:
         return _grids.make_grid(self.default_grid if grid is None else grid, self.sde, steps, eps)
+
+    def prepare(self, grid, steps: Optional[int], eps: float) -> torch.Tensor:
+        """The float64 time grid from T to eps (argument checks that need the grid go here)."""
+        if steps is None:
+            raise ValueError(f"method {self.name!r} needs steps")
+        return self.make_grid(grid, steps, eps)
 
     def init_state(self, x: torch.Tensor, grid: torch.Tensor) -> Dict[str, Any]:
         return {}
@@ -174,19 +270,31 @@ class Solver:
         """Advance x from time t to the earlier time s (t > s), using ``m`` for score calls."""
         raise NotImplementedError
 
+    #: the solver's :meth:`step` calls ``m.after_step`` itself (after each of its sub-updates)
+    after_step_inside: bool = False
+
     def solve(self, m: Evaluator, x: torch.Tensor, grid: torch.Tensor,
               callback: Optional[Callable] = None) -> torch.Tensor:
         """Run :meth:`step` over consecutive grid times; returns x at ``grid[-1]``."""
-        ts = [float(v) for v in grid]
+        ts = grid.tolist()
+        m.schedule.prefetch(grid)
         state = self.init_state(x, grid)
         state["grid"] = ts
+        hook = m._after_step is not None and not self.after_step_inside
         for i in range(len(ts) - 1):
             state["index"] = i
             x = self.step(m, x, ts[i], ts[i + 1], state)
             m.check(x, i, ts[i], ts[i + 1])
+            if hook:
+                x = m.after_step(x, ts[i + 1])
             if callback is not None:
                 callback({"step": i, "t": ts[i + 1], "x": x, "nfe": m.nfe})
         return x
+
+
+def _accepting(*option_names) -> list:
+    """Registered methods that accept any of ``option_names``."""
+    return sorted(n for n, c in SOLVERS.items() if set(option_names) & set(c.options))
 
 
 def _check_steps(steps) -> int:
@@ -199,7 +307,7 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
            eps: Optional[float] = None, generator: Optional[torch.Generator] = None, device=None,
            dtype: Optional[torch.dtype] = None, x_init: Optional[torch.Tensor] = None, grid=None,
            final_step: str = "denoise", callback: Optional[Callable] = None, check_finite: bool = True,
-           **options) -> SampleOutput:
+           after_step: Optional[Callable] = None, **options) -> SampleOutput:
     """Draw samples from the reverse process of ``sde`` driven by ``score_fn``.
 
     Args:
@@ -221,8 +329,16 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
             decreasing times; default per solver.
         final_step: ``"denoise"`` (default): replace x at eps by Tweedie's posterior mean
             ``E[x_0 | x_eps]`` (one more score call); ``"none"``: return x at eps.
-        callback: called after every step with a dict ``{"step", "t", "x", "nfe"}``.
+        callback: called after every step with a dict ``{"step", "t", "x", "nfe"}`` (read-only).
         check_finite: raise :class:`NonFiniteError` naming the step and time if NaN/Inf appears.
+            Fixed-grid solvers keep a device-side record and read it on the host only every
+            :data:`FINITE_CHECK_EVERY` steps and at the end (no synchronisation per step).
+        after_step: ``after_step(x, t) -> x`` called after every update that moves the state to
+            time t (a float, the time x now lives at); the solver continues from what it
+            returns (e.g. inpainting's replacement). Predictor-corrector calls it after the
+            predictor and after each corrector iteration. Not called after the final denoising
+            step. Only solvers with ``supports_after_step`` take it (see
+            :func:`supporting_after_step`); others raise ValueError.
         **options: method options (e.g. ``predictor``, ``corrector``, ``snr``, ``n_steps``,
             ``eta``, ``rtol``, ``atol``); unknown ones raise ValueError listing the accepted ones.
 
@@ -238,9 +354,16 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
         raise ValueError(f"final_step must be 'denoise' or 'none', got {final_step!r}")
     if callback is not None and not callable(callback):
         raise ValueError("callback must be callable (it receives a dict with step, t, x, nfe)")
+    if after_step is not None:
+        if not callable(after_step):
+            raise ValueError("after_step must be a callable after_step(x, t) -> x")
+        if not SOLVERS[method].supports_after_step:
+            raise ValueError(f"method {method!r} does not support after_step (multistep solvers keep a history "
+                             f"that a modified state makes stale; adaptive back-ends cannot take it); methods "
+                             f"that support it: {supporting_after_step()}")
     solver = SOLVERS[method](sde, **options)
     if eps is None:
-        eps = solver.default_eps() if hasattr(solver, "default_eps") else sde.sampling_eps
+        eps = solver.default_eps()
     try:
         eps = float(eps)
     except (TypeError, ValueError):
@@ -251,7 +374,7 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
         steps = solver.default_steps
     if steps is not None:
         steps = _check_steps(steps)
-    grid_t = solver.prepare(grid, steps, eps) if hasattr(solver, "prepare") else solver.make_grid(grid, steps, eps)
+    grid_t = solver.prepare(grid, steps, eps)
 
     if x_init is not None:
         if not isinstance(x_init, torch.Tensor) or not x_init.is_floating_point() or x_init.ndim < 1:
@@ -283,11 +406,18 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
                          f"generator on the sampling device, e.g. torch.Generator(device={str(x.device)!r})")
 
     # ---------------------------------------------------------------- integrate
-    m = Evaluator(sde, score_fn, generator=generator, check_finite=check_finite, method=method)
+    m = Evaluator(sde, score_fn, generator=generator, check_finite=check_finite, method=method,
+                  after_step=after_step, stochastic=bool(solver.stochastic))
     with torch.no_grad():
         x = solver.solve(m, x, grid_t, callback)
         if final_step == "denoise":
             t_end = float(grid_t[-1])
             x = m.denoise(x, t_end)
             m.check(x, len(grid_t) - 1, t_end, 0.0)
+        m.finish()
     return SampleOutput(x, m.nfe)
+
+
+def supporting_after_step() -> list:
+    """Names of the registered methods that accept ``sample(..., after_step=...)``."""
+    return sorted(n for n, c in SOLVERS.items() if c.supports_after_step)

@@ -16,7 +16,6 @@ grid works for every SDE.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Dict
 
 import torch

@@ -1,11 +1,12 @@
 """Probability-flow ODE sampling through torchdiffeq, on the model's device, no numpy round-trip.
 
 The ODE ``dx/dt = f(t) x - g(t)^2 score(x, t) / 2`` is integrated from t = T down to eps with
-any torchdiffeq method. Adaptive methods (``dopri5``, the default; ``dopri8``, ``bosh3``,
-``fehlberg2``, ``adaptive_heun``) take ``rtol``/``atol`` (default 1e-5 each, suited to sampling;
+any torchdiffeq method of the shared table :func:`score_sde.sde.torchdiffeq_methods` (the same
+one the likelihood accepts). Adaptive methods (``dopri5``, the default; ``dopri8``,
+``bosh3``, ``fehlberg2``, ``adaptive_heun``) take ``rtol``/``atol`` (default 1e-5 each, suited to sampling;
 torchdiffeq's own 1e-7/1e-9 are far tighter than sample quality needs) and choose their own
 steps, so ``steps`` must not be given. Fixed-step methods (``euler``, ``midpoint``, ``rk4``,
-``heun3``, ``explicit_adams``, ``implicit_adams``) step on the sampler's time grid
+``heun2``, ``heun3``, ``explicit_adams``, ``implicit_adams``, ``fixed_adams``) step on the sampler's time grid
 (``steps`` intervals, grid ``uniform_t`` by default). The NFE is the number of score calls
 actually made by the solver.
 """
@@ -15,11 +16,13 @@ import torch
 
 from .base import Evaluator, NonFiniteError, Solver
 from .. import utils
+from ..sde import torchdiffeq_methods
 
 __all__ = ["ProbabilityFlowODE", "ADAPTIVE_METHODS", "FIXED_METHODS"]
 
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-FIXED_METHODS = ("euler", "midpoint", "rk4", "heun3", "explicit_adams", "implicit_adams")
+_METHODS = torchdiffeq_methods()   # the one torchdiffeq table, shared with score_sde.likelihood
+ADAPTIVE_METHODS = tuple(k for k, v in _METHODS.items() if v.adaptive)
+FIXED_METHODS = tuple(k for k, v in _METHODS.items() if not v.adaptive)
 
 
 class ProbabilityFlowODE(Solver):
@@ -32,7 +35,6 @@ class ProbabilityFlowODE(Solver):
     name = "ode"
     ode = True
     default_grid = "uniform_t"
-    default_steps = None
     options = {"ode_method": "dopri5", "rtol": 1e-5, "atol": 1e-5, "ode_options": None}
 
     def validate(self):
@@ -45,9 +47,8 @@ class ProbabilityFlowODE(Solver):
         utils.check_positive("atol", o["atol"])
         if o["ode_options"] is not None and not isinstance(o["ode_options"], dict):
             raise ValueError("ode_options must be a dict of torchdiffeq solver options or None")
-        self.evals_per_step = None if self.adaptive else {"euler": 1, "midpoint": 2, "rk4": 4, "heun3": 3}.get(meth)
-        self.order = {"euler": 1, "midpoint": 2, "rk4": 4, "heun3": 3, "dopri5": 5, "dopri8": 8,
-                      "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2}.get(meth, 1)
+        self.evals_per_step = _METHODS[meth].evals_per_step
+        self.order = _METHODS[meth].order
 
     @property
     def default_steps(self):
@@ -66,19 +67,14 @@ class ProbabilityFlowODE(Solver):
     def solve(self, m: Evaluator, x, grid, callback=None):
         import torchdiffeq
 
-        sde = self.sde
         shape = x.shape
-        state = {"i": 0}
 
         def func(t, y):
-            tv = t.to(torch.float64).reshape(1)
-            f = float(sde.f(tv))
-            g2 = float(sde.g2(tv))
-            score = m.score(y, float(tv))
-            dy = f * y - 0.5 * g2 * score
+            tf = float(t)
+            dy = m.reverse_drift(y, tf, m.score(y, tf), probability_flow=True)
             if m.check_finite and not bool(torch.isfinite(dy).all()):
                 raise NonFiniteError(f"method 'ode' ({self.opts['ode_method']}): non-finite values at score "
-                                     f"evaluation {m.nfe} (t={float(tv):.6g}); use a larger eps or check score_fn")
+                                     f"evaluation {m.nfe} (t={tf:.6g}); use a larger eps or check score_fn")
             return dy
 
         ts = grid.to(device=x.device, dtype=x.dtype if x.dtype == torch.float64 else torch.float32)

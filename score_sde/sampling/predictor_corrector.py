@@ -63,6 +63,8 @@ class PredictorCorrector(Solver):
     stochastic = True
     default_grid = "uniform_t"
     default_steps = 1000
+    supports_after_step = True
+    after_step_inside = True
     options = {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16, "n_steps": 1,
                "probability_flow": False, "order": "predictor_first", "variance": "posterior",
                "langevin_norm": "sample"}
@@ -101,41 +103,25 @@ class PredictorCorrector(Solver):
         p = o["predictor"]
         if p == "none":
             return x
-        ct = m.coef(t)
+        pf = o["probability_flow"]
         if p == "euler_maruyama":
-            c = 0.5 if o["probability_flow"] else 1.0
-            score = m.score(x, t)
+            # x_s = x_t - drift dt + g sqrt(dt) z, drift the reverse(-flow) drift at t
             dt = t - s
-            x_mean = x - dt * (ct["f"] * x - c * ct["g2"] * score)
-            if o["probability_flow"]:
-                return x_mean
-            return x_mean + math.sqrt(ct["g2"] * dt) * m.randn_like(x)
+            if pf:
+                return m.schedule.euler_step(x, t, s, m.score(x, t), probability_flow=True)
+            x_mean = x - dt * m.reverse_drift(x, t, m.score(x, t), pf)
+            return x_mean + math.sqrt(m.coef(t)["g2"] * dt) * m.randn_like(x)
         if p == "reverse_diffusion":
-            # exact forward step s -> t: x_t = r x_s + G z with r = alpha_t / alpha_s
-            cs = m.coef(s)
-            r = math.exp(ct["log_alpha"] - cs["log_alpha"])
-            G2 = m.transition_std(t, s) ** 2
-            c = 0.5 if o["probability_flow"] else 1.0
-            score = m.score(x, t)
-            x_mean = x - (r - 1.0) * x + c * G2 * score
-            if o["probability_flow"]:
+            # reverse of the exact forward step s -> t: x_s = x_t - rev_f + G z
+            x_mean = x - m.reverse_discrete_drift(x, t, s, m.score(x, t), pf)
+            if pf:
                 return x_mean
-            return x_mean + math.sqrt(G2) * m.randn_like(x)
+            return x_mean + m.transition_std(t, s) * m.randn_like(x)
         # ancestral: draw from q(x_s | x_t, x0_hat)
         x0 = m.denoise(x, t)
-        mean = self._posterior_mean(m, x, x0, t, s)
+        mean = m.posterior_mean(x, x0, t, s)
         std = m.posterior_std(t, s) if o["variance"] == "posterior" else m.transition_std(t, s)
         return mean + std * m.randn_like(x)
-
-    @staticmethod
-    def _posterior_mean(m: Evaluator, x, x0, t, s):
-        # sde.posterior's mean with float64 scalar coefficients
-        ct, cs = m.coef(t), m.coef(s)
-        var_ts = m.transition_std(t, s) ** 2
-        r = math.exp(ct["log_alpha"] - cs["log_alpha"])
-        c_xt = r * cs["sigma"] ** 2 / ct["sigma"] ** 2
-        c_x0 = cs["alpha"] * var_ts / ct["sigma"] ** 2
-        return c_xt * x + c_x0 * x0
 
     # ------------------------------------------------------------------ correctors
     def _langevin_alpha(self, m: Evaluator, t):
@@ -161,67 +147,47 @@ class PredictorCorrector(Solver):
             else:
                 e = 2.0 * a * (o["snr"] * m.coef(t)["sigma"]) ** 2
                 x = x + e * grad + math.sqrt(2.0 * e) * z
+            x = m.after_step(x, t)
         return x
 
     def step(self, m, x, t, s, state):
+        # after_step runs after each corrector iteration (in correct) and after the predictor
         if self.opts["order"] == "corrector_first":
-            return self.predict(m, self.correct(m, x, t), t, s)
-        return self.correct(m, self.predict(m, x, t, s), s)
+            return m.after_step(self.predict(m, self.correct(m, x, t), t, s), s)
+        return self.correct(m, m.after_step(self.predict(m, x, t, s), s), s)
 
 
-class EulerMaruyama(PredictorCorrector):
-    """Euler-Maruyama on the reverse SDE (``pc`` with predictor ``euler_maruyama``, corrector
-    ``none`` by default); ``probability_flow=True`` gives Euler on the probability-flow ODE."""
-    name = "euler_maruyama"
-    options = {**PredictorCorrector.options, "predictor": "euler_maruyama", "corrector": "none"}
+_PC_DOC = " Equivalent to ``method='pc'`` with the options below fixed or defaulted."
 
-    def validate(self):
-        if self.opts["predictor"] != "euler_maruyama":
-            raise ValueError(f"method {self.name!r} fixes predictor='euler_maruyama'; use method='pc' to choose")
-        super().validate()
+#: ``pc`` with predictor ``euler_maruyama`` (corrector ``none`` by default)
+EulerMaruyama = PredictorCorrector.preset(
+    "euler_maruyama", "Euler-Maruyama on the reverse SDE (corrector 'none' by default); "
+    "``probability_flow=True`` gives Euler on the probability-flow ODE." + _PC_DOC,
+    fixed={"predictor": "euler_maruyama"}, class_name="EulerMaruyama", corrector="none")
 
+#: ``pc`` with predictor ``reverse_diffusion`` (corrector ``none`` by default)
+ReverseDiffusion = PredictorCorrector.preset(
+    "reverse_diffusion", "The reverse-diffusion predictor (corrector 'none' by default)." + _PC_DOC,
+    fixed={"predictor": "reverse_diffusion"}, class_name="ReverseDiffusion", corrector="none")
 
-class ReverseDiffusion(PredictorCorrector):
-    """The reverse-diffusion predictor alone (``pc`` with corrector ``none`` by default)."""
-    name = "reverse_diffusion"
-    options = {**PredictorCorrector.options, "predictor": "reverse_diffusion", "corrector": "none"}
-
-    def validate(self):
-        if self.opts["predictor"] != "reverse_diffusion":
-            raise ValueError(f"method {self.name!r} fixes predictor='reverse_diffusion'; use method='pc' to choose")
-        super().validate()
+#: ``pc`` with predictor ``ancestral`` (corrector ``none`` by default)
+Ancestral = PredictorCorrector.preset(
+    "ancestral", "Ancestral sampling between arbitrary grid times: DDPM for VP, SMLD for VE, and the same "
+    "exact posterior step for sub-VP (corrector 'none' by default)." + _PC_DOC,
+    fixed={"predictor": "ancestral"}, class_name="Ancestral", corrector="none")
 
 
-class Ancestral(PredictorCorrector):
-    """Ancestral sampling between arbitrary grid times: DDPM for VP, SMLD for VE, and the same
-    exact posterior step for sub-VP (``pc`` with predictor ``ancestral``, corrector ``none``)."""
-    name = "ancestral"
-    options = {**PredictorCorrector.options, "predictor": "ancestral", "corrector": "none"}
-
-    def validate(self):
-        if self.opts["predictor"] != "ancestral":
-            raise ValueError(f"method {self.name!r} fixes predictor='ancestral'; use method='pc' to choose")
-        super().validate()
-
-
-class ProbabilityFlowEuler(PredictorCorrector):
-    """Euler's method on the probability-flow ODE in t: ``x <- x - dt (f x - g^2 score / 2)``."""
-    name = "euler"
+class ProbabilityFlowEuler(PredictorCorrector.preset(
+        "euler", "", fixed={"predictor": "euler_maruyama", "corrector": "none", "probability_flow": True},
+        accept=())):
+    """Euler's method on the probability-flow ODE in t: ``x <- x - dt (f x - g^2 score / 2)``
+    (``pc`` with predictor ``euler_maruyama``, ``probability_flow=True``, no corrector)."""
     ode = True
     stochastic = False
-    options = {}
-
-    def __init__(self, sde, **options):
-        Solver.__init__(self, sde, **options)
-        self.opts = {**PredictorCorrector.options, "predictor": "euler_maruyama", "corrector": "none",
-                     "probability_flow": True}
-        PredictorCorrector.validate(self)
-
-    def validate(self):
-        pass  # checked in __init__ once the full option set is built
 
 
-class DDPM(Ancestral):
+class DDPM(PredictorCorrector.preset("ddpm", "", fixed={"predictor": "ancestral", "corrector": "none"},
+                                     accept=("variance",))):
     """Discrete DDPM ancestral sampling: the SDE's own grid ``t_i = T (i+1) / N``.
 
     With ``steps = sde.N`` (the default) it visits every ``t_i`` from ``t_{N-1} = T`` down to
@@ -229,17 +195,6 @@ class DDPM(Ancestral):
     exactly N score calls like DDPM; fewer ``steps`` use evenly strided timesteps. ``variance``:
     "posterior" (beta-tilde, default) or "transition" (beta). ``grid`` and ``eps`` do not apply.
     """
-    name = "ddpm"
-    options = {"variance": "posterior"}
-
-    def __init__(self, sde, **options):
-        Solver.__init__(self, sde, **options)
-        variance = self.opts["variance"]
-        self.opts = {**PredictorCorrector.options, "predictor": "ancestral", "corrector": "none", "variance": variance}
-        PredictorCorrector.validate(self)
-
-    def validate(self):
-        pass  # checked in __init__ once the full option set is built
 
     @property
     def default_steps(self):

@@ -84,9 +84,8 @@ class TorchSDE(Solver):
                     if k == key and yy is y:
                         return val
                 t = T - key
-                tt = torch.tensor(t, dtype=torch.float64)
                 score = m.score(y.reshape(shape), t).reshape(y.shape)
-                out = -(float(sde.f(tt)) * y - float(sde.g2(tt)) * score)
+                out = -m.reverse_drift(y, t, score)
                 if m.check_finite and not bool(torch.isfinite(out).all()):
                     raise NonFiniteError(f"method 'sdeint' ({method}): non-finite values at score evaluation "
                                          f"{m.nfe} (t={t:.6g}); use a larger eps or check score_fn")
