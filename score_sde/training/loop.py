@@ -28,9 +28,9 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .batches import derive_seed, make_source
-from .distributed import all_reduce_mean, barrier, broadcast_object, init_distributed
+from .distributed import all_reduce_mean, barrier, broadcast_object, init_distributed, is_distributed
 from .ema import EMA, unwrap_model
-from .errors import RunLockedError, TrainingDivergedError
+from .errors import RunLockedError, TrainingDivergedError, WorkdirWriteError
 from .lock import RunLock
 from .logs import JSONLogger
 
@@ -211,10 +211,10 @@ def train(
         try:
             lock.acquire()
         except Exception as e:  # noqa: BLE001 - told to every rank, then raised
-            refusal = (type(e).__name__, str(e))
-    refusal = broadcast_object(refusal)
-    if refusal is not None:
-        _raise_shared(refusal, info)
+            if world == 1:
+                raise
+            refusal = e
+    _share_failure(refusal, info)
     try:
         if is_main:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -248,12 +248,11 @@ def train(
                         state.get("config"), config, where=f"checkpoint {resume_path}",
                         allow_mismatch=allow_config_mismatch)
             except Exception as e:  # noqa: BLE001 - told to every rank, then raised
-                failure = (type(e).__name__, str(e))
                 if world == 1:
                     raise
-        resume_path, failure = broadcast_object((str(resume_path) if resume_path else None, failure))
-        if failure is not None:
-            _raise_shared(failure, info)
+                failure = e
+        resume_path = broadcast_object(str(resume_path) if resume_path else None)
+        _share_failure(failure, info)
         if resume_path is not None and state is None:
             state = ckpt.load_checkpoint(resume_path)
         start = int(state["step"]) if state is not None else 0
@@ -453,11 +452,26 @@ _SHARED_ERRORS = {c.__name__: c for c in (RunLockedError, ckpt.CheckpointError, 
                                           ValueError, FileNotFoundError)}
 
 
-def _raise_shared(failure, info):
-    """Raise on every rank the error rank 0 met (same class when known, else RuntimeError)."""
-    name, message = failure
+def _share_failure(error: Optional[BaseException], info) -> None:
+    """Collective: rank 0 passes the error it met (or None); if there is one, every rank raises.
+
+    Rank 0 re-raises its own exception; the other ranks raise the same class (when it is one of
+    ours) with the same message, so no rank is left waiting in a later collective."""
+    if not is_distributed():
+        if error is not None:
+            raise error
+        return
+    shared = broadcast_object(None if error is None else (type(error).__name__, str(error),
+                                                          getattr(error, "errno", None)))
+    if shared is None:
+        return
+    name, message, code = shared
     if info.initialized_here:
         torch.distributed.destroy_process_group()
+    if error is not None:
+        raise error
+    if name == "WorkdirWriteError":
+        raise WorkdirWriteError(code, message)
     raise _SHARED_ERRORS.get(name, RuntimeError)(message)
 
 
