@@ -348,3 +348,34 @@ def test_divergence_raises_a_dedicated_error(tmp_path):
         train(make_model(0), DSMLoss(VPSDE()), make_data(), workdir=tmp_path, n_steps=20, lr=1e30, warmup=0,
               grad_clip=None, ema_rate=0.9, log_every=5, batch_size=32, progress=False)
     assert "\n" not in str(e.value) and isinstance(e.value, FloatingPointError)
+
+
+# ----------------------------------------------------------------------------- shapes and values
+def test_wrong_shape_network_is_refused_before_the_first_step(tmp_path):
+    model = make_model(0, out=1)                  # (B, 1) for (B, 2) data: used to train by broadcasting
+    x = torch.randn(4, 2)
+    with pytest.raises(ValueError, match=r"returned \(4, 1\) for x of shape \(4, 2\)"):
+        model(x, torch.full((4,), 0.5))
+    with pytest.raises(ValueError, match=r"\(4, 1\) for x of shape \(4, 2\)"):
+        DSMLoss(VPSDE())(lambda x, t: x[:, :1], x)          # a plain score_fn, no ScoreModel
+    with pytest.raises(ValueError, match="shaped like x"):
+        train(model, DSMLoss(VPSDE()), make_data(), workdir=tmp_path, n_steps=5, **FAST)
+    assert list_checkpoints(tmp_path / "checkpoints") == []
+    with pytest.raises(ValueError, match="int64"):
+        DSMLoss(VPSDE())(lambda x, t: torch.zeros_like(x, dtype=torch.int64), x)
+
+
+def test_non_finite_mixture_parameters_and_label_scale_are_refused():
+    from score_sde import Gaussian, GaussianMixture
+    means = [[0.0, 0.0], [1.0, 1.0]]
+    for w in ([float("nan"), 1.0], [float("inf"), 1.0]):
+        with pytest.raises(ValueError, match="weights must be finite"):
+            GaussianMixture(means, weights=w)
+    with pytest.raises(ValueError, match="means must be finite"):
+        GaussianMixture([[0.0, float("nan")], [1.0, 1.0]])
+    with pytest.raises(ValueError, match="finite"):
+        Gaussian([0.0, 0.0], cov=float("nan"))
+    with pytest.raises(ValueError, match="covariances must be finite"):
+        GaussianMixture(means, covs=[[1.0, float("inf")], [1.0, 1.0]])
+    with pytest.raises(ValueError, match="label_scale"):
+        ScoreModel(nn.Linear(2, 2), VPSDE(), time_label="t", label_scale=float("nan"))
