@@ -2,15 +2,25 @@
 directory, checkpoint digests, checkpoint-vs-config checks, shape/value checks, seeded init,
 dedicated errors for divergence and unwritable/full disks."""
 import errno
+import json
 import os
-import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from score_sde import DSMLoss, ScoreModel, VESDE, VPSDE
 from score_sde.safe_pickle import WeightsFileError
+from score_sde.training import (CheckpointError, ConfigMismatchError, RunLock, RunLockedError, TrainingDivergedError,
+                                WorkdirWriteError, check_config_compatible, list_checkpoints, load_checkpoint,
+                                read_log, save_checkpoint, train)
+from score_sde.training import checkpoint as ckpt_mod
 
 
 class _Evil:
@@ -70,20 +80,6 @@ def test_reference_converter_refuses_text_and_code(tmp_path):
 
 
 # ----------------------------------------------------------------------------- training helpers
-import json
-import signal
-import subprocess
-import sys
-import textwrap
-import time
-import warnings
-from pathlib import Path
-
-from score_sde import DSMLoss, ScoreModel, VPSDE, VESDE
-from score_sde.training import (CheckpointError, ConfigMismatchError, RunLock, RunLockedError, TrainingDivergedError,
-                                WorkdirWriteError, check_config_compatible, list_checkpoints, load_checkpoint,
-                                read_log, save_checkpoint, train)
-from score_sde.training import checkpoint as ckpt_mod
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -397,3 +393,41 @@ def test_config_seed_seeds_the_initialisation_and_step_one(tmp_path):
     other = builders.build_model(cfg, seed=cfg.seed + 1).state_dict()
     first = builders.build_model(cfg).state_dict()
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_ddp_ranks_all_learn_that_the_run_directory_is_locked(tmp_path):
+    """2 gloo ranks on a locked workdir: both stop with the holder's message, neither hangs."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "run"
+    script = NET_SRC + textwrap.dedent(f"""
+        import os, sys, torch
+        torch.set_num_threads(1)
+        from score_sde import DSMLoss, VPSDE
+        from score_sde.training import RunLockedError, train
+        try:
+            train(make_model(0), DSMLoss(VPSDE()), make_data(), workdir={str(run)!r}, n_steps=5, batch_size=32,
+                  progress=False, device="cpu")
+        except RunLockedError as e:
+            print("REFUSED:", e)
+            sys.exit(3)
+    """)
+    with RunLock(run):
+        procs = []
+        for rank in range(2):
+            env = _child_env()
+            env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                       MASTER_PORT=str(port))
+            procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        try:
+            outs = [p.communicate(timeout=180)[0].decode() for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+    assert [p.returncode for p in procs] == [3, 3], "\n".join(outs)
+    assert all(f"REFUSED: run directory {run} is in use by PID {os.getpid()}" in o for o in outs), "\n".join(outs)
+    assert not (run / "log.jsonl").exists()
