@@ -25,7 +25,7 @@ import pickle
 from typing import BinaryIO, Union
 
 __all__ = ["UnsafePickleError", "WeightsFileError", "load_array_pickle", "loads_array_pickle",
-           "load_weights_file"]
+           "load_weights_file", "describe_load_failure"]
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -140,11 +140,14 @@ def load_weights_file(path: Union[str, os.PathLike], what: str, expected: str, m
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read means a bad file
-        reason = _why_unreadable(path, e)
+        reason = describe_load_failure(path, e)
     raise WeightsFileError(f"{path} is not a {what}: {reason}; expected {expected}")
 
 
-def _why_unreadable(path: str, e: Exception) -> str:
+def describe_load_failure(path, e: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed with ``e``, as a short clause
+    ("it is a text file", "it carries pickled code ...", "it is truncated or corrupt (...)")."""
+    path = os.fspath(path)
     text = str(e)
     if "Unsupported global" in text or "Unsupported operand" in text or "weights_only" in text and "GLOBAL" in text:
         name = ""

@@ -431,3 +431,17 @@ def test_ddp_ranks_all_learn_that_the_run_directory_is_locked(tmp_path):
     assert [p.returncode for p in procs] == [3, 3], "\n".join(outs)
     assert all(f"REFUSED: run directory {run} is in use by PID {os.getpid()}" in o for o in outs), "\n".join(outs)
     assert not (run / "log.jsonl").exists()
+
+
+def test_crafted_checkpoint_runs_no_code_and_resume_skips_it(tmp_path):
+    run = tmp_path / "run"
+    train(make_model(0), DSMLoss(VPSDE()), make_data(), workdir=run, n_steps=5, **FAST)
+    marker = tmp_path / "pwned"
+    evil = run / "checkpoints" / "checkpoint_00000010.pt"
+    torch.save({"format": "score_sde.training/1", "step": 10, "model": {"w": _Evil(marker)}}, evil)
+    with pytest.raises(CheckpointError, match="pickled code") as e:
+        load_checkpoint(evil)
+    assert "\n" not in str(e.value) and e.value.__context__ is None
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+        res = train(make_model(0), DSMLoss(VPSDE()), make_data(), workdir=run, n_steps=8, **FAST)
+    assert res.step == 8 and not marker.exists()

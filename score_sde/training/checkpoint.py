@@ -255,8 +255,12 @@ def load_checkpoint(path: PathLike, map_location="cpu") -> Dict:
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read means a bad file
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a weights-only checkpoint "
-                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+        from ..safe_pickle import describe_load_failure
+        reason = describe_load_failure(path, e)
+    else:
+        reason = None
+    if reason is not None:   # raised outside the except block: no chained torch traceback
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a weights-only checkpoint: {reason}")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"checkpoint {path} is not a score_sde training checkpoint "
