@@ -445,3 +445,14 @@ def test_crafted_checkpoint_runs_no_code_and_resume_skips_it(tmp_path):
     with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
         res = train(make_model(0), DSMLoss(VPSDE()), make_data(), workdir=run, n_steps=8, **FAST)
     assert res.step == 8 and not marker.exists()
+
+
+def test_load_model_checks_the_config_when_given(tmp_path):
+    from score_sde.training import load_model
+    res = train(make_model(0), DSMLoss(VPSDE()), make_data(), workdir=tmp_path, n_steps=5, config=CFG, **FAST)
+    with pytest.raises(ConfigMismatchError, match=r"sde\.name"):
+        load_model(res.checkpoint, make_model(1), config=_ve(CFG))
+    with pytest.warns(UserWarning, match="override"):
+        load_model(res.checkpoint, make_model(1), config=_ve(CFG), allow_config_mismatch=True)
+    m = load_model(res.checkpoint, make_model(1), config=CFG)
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), res.ema.module.state_dict().values()))

@@ -311,10 +311,18 @@ def _short(items, n=6):
     return s + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
 
 
-def load_model(path: PathLike, model: nn.Module, ema: bool = True, map_location="cpu") -> nn.Module:
+def load_model(path: PathLike, model: nn.Module, ema: bool = True, map_location="cpu", config: Optional[Dict] = None,
+               allow_config_mismatch: bool = False) -> nn.Module:
     """Load a checkpoint's EMA weights (``ema=True``, what one samples from) or raw weights into
-    ``model`` strictly; returns ``model``. Errors name the file and the mismatch."""
+    ``model`` strictly; returns ``model``. Errors name the file and the mismatch.
+
+    With ``config`` (the JSON-able config ``model`` was built from), the checkpoint's stored config
+    is checked first with :func:`check_config_compatible` (ConfigMismatchError on another SDE,
+    network, output or data shape, unless ``allow_config_mismatch``)."""
     obj = load_checkpoint(path, map_location=map_location)
+    if config is not None:
+        check_config_compatible(obj.get("config"), _check_json(config), where=f"checkpoint {path}",
+                                allow_mismatch=allow_config_mismatch)
     if ema:
         if not obj.get("ema"):
             raise CheckpointError(f"checkpoint {path} has no EMA weights; pass ema=False for the raw weights")
