@@ -43,14 +43,19 @@ class GaussianMixture:
         if means.ndim != 2:
             raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
         K, D = means.shape
+        if not bool(torch.isfinite(means).all()):
+            raise ValueError(f"means must be finite; got NaN or inf in component(s) "
+                             f"{torch.nonzero(~torch.isfinite(means).all(1)).flatten().tolist()}")
         self.means = means
         if covs is None:
             covs = 1.0
         if isinstance(covs, (int, float)):
-            if covs <= 0:
-                raise ValueError(f"an isotropic covariance must be positive, got {covs}")
+            if not (math.isfinite(covs) and covs > 0):
+                raise ValueError(f"an isotropic covariance must be a positive finite number, got {covs}")
             covs = torch.full((K, D), float(covs), dtype=torch.float64)
         covs = torch.as_tensor(covs, dtype=torch.float64)
+        if not bool(torch.isfinite(covs).all()):
+            raise ValueError("covariances must be finite; got NaN or inf")
         if covs.shape == (K, D):
             if not bool((covs > 0).all()):
                 raise ValueError("diagonal covariances must be positive")
@@ -67,6 +72,8 @@ class GaussianMixture:
         if weights is None:
             weights = torch.full((K,), 1.0 / K, dtype=torch.float64)
         weights = torch.as_tensor(weights, dtype=torch.float64)
+        if not bool(torch.isfinite(weights).all()):
+            raise ValueError(f"weights must be finite; got {weights.tolist() if weights.numel() <= 8 else 'NaN or inf'}")
         if weights.shape != (K,) or bool((weights < 0).any()) or float(weights.sum()) <= 0:
             raise ValueError(f"weights must be (K,) = ({K},) non-negative with a positive sum")
         self.weights = weights / weights.sum()

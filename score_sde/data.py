@@ -197,29 +197,76 @@ def _cifar_dir(root: Union[str, Path], split: str) -> Path:
 
 
 def load_cifar10(root: Union[str, Path], split: str = "train") -> torch.Tensor:
-    """CIFAR-10 from its standard python pickle batches, uint8 ``(N, 3, 32, 32)`` (50000 / 10000).
+    """CIFAR-10 from its python batches or its binary files, uint8 ``(N, 3, 32, 32)`` (50000 / 10000).
 
-    ``root`` is the directory holding ``cifar-10-batches-py/`` (or that directory itself), with
-    ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``. A missing file raises
-    FileNotFoundError naming the paths searched and how to get the data.
+    ``root`` is the directory holding ``cifar-10-batches-py/`` (``data_batch_1`` .. ``data_batch_5``
+    and ``test_batch``) or ``cifar-10-batches-bin/`` (``data_batch_1.bin`` .. ``test_batch.bin``),
+    or one of those directories itself; the python version is used when both are present.
+
+    The python batches are pickles: they are read with a restricted unpickler
+    (:func:`score_sde.safe_pickle.load_array_pickle`) that admits only numpy arrays and plain data,
+    so a crafted batch cannot run code (it raises ValueError naming the file and the refused
+    global). A missing file raises FileNotFoundError naming the paths searched and how to get the data.
     """
+    from .safe_pickle import UnsafePickleError, load_array_pickle
+
     _check_split(split)
-    d = _cifar_dir(root, split)
+    try:
+        d = _cifar_dir(root, split)
+    except FileNotFoundError as e:
+        b = _cifar_bin_dir(root, split)
+        if b is None:
+            raise FileNotFoundError(f"{e} (The binary version, a 'cifar-10-batches-bin' directory, works too.)") \
+                from None
+        return _load_cifar10_bin(b, split)
     parts = []
     for name in _CIFAR_FILES[split]:
         path = d / name
         try:
-            with open(path, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
+            batch = load_array_pickle(path, encoding="bytes")
             data = batch[b"data"] if b"data" in batch else batch["data"]
-        except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
+        except UnsafePickleError as e:
+            raise ValueError(f"{e}. Use the genuine CIFAR-10 files. {_CIFAR_HELP}") from None
+        except pickle.UnpicklingError as e:
             raise ValueError(f"{path} is not a CIFAR-10 python batch (a pickled dict with a 'data' "
                              f"array of shape (N, 3072)): {e!r}. {_CIFAR_HELP}") from None
-        data = np.asarray(data, dtype=np.uint8)
+        except (EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise ValueError(f"{path} is not a CIFAR-10 python batch (a pickled dict with a 'data' "
+                             f"array of shape (N, 3072)): {e!r}. {_CIFAR_HELP}") from None
+        try:
+            data = np.asarray(data, dtype=np.uint8)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: 'data' is not an array of 8-bit pixels ({e})") from None
         if data.ndim != 2 or data.shape[1] != 3072:
             raise ValueError(f"{path}: expected 'data' of shape (N, 3072), got {data.shape}")
         parts.append(data.reshape(-1, 3, 32, 32))
     return torch.from_numpy(np.concatenate(parts, axis=0))
+
+
+_CIFAR_BIN_RECORD = 1 + 3072   # one label byte, then 1024 red, 1024 green, 1024 blue bytes (row-major 32x32)
+
+
+def _cifar_bin_dir(root: Union[str, Path], split: str) -> Optional[Path]:
+    """The ``cifar-10-batches-bin`` directory under (or at) ``root`` holding the split's files, or None."""
+    root = Path(root).expanduser()
+    for c in (root / "cifar-10-batches-bin", root):
+        if all((c / f"{f}.bin").is_file() for f in _CIFAR_FILES[split]):
+            return c
+    return None
+
+
+def _load_cifar10_bin(d: Path, split: str) -> torch.Tensor:
+    """CIFAR-10's binary version (plain bytes, no pickle): records of 3073 bytes, label first."""
+    parts = []
+    for name in _CIFAR_FILES[split]:
+        path = d / f"{name}.bin"
+        raw = np.fromfile(path, dtype=np.uint8)
+        if raw.size == 0 or raw.size % _CIFAR_BIN_RECORD:
+            raise ValueError(f"{path} is not a CIFAR-10 binary batch: its size ({raw.size} bytes) is not a "
+                             f"positive multiple of {_CIFAR_BIN_RECORD} (1 label byte + 3072 pixel bytes per "
+                             f"image). {_CIFAR_HELP}")
+        parts.append(raw.reshape(-1, _CIFAR_BIN_RECORD)[:, 1:].reshape(-1, 3, 32, 32))
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=0)))
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")

@@ -116,6 +116,12 @@ class DSMLoss:
             t = as_time(t, x0, self.sde.T)
         x_t, z = self.sde.perturb(x0, t, noise=noise, generator=generator)
         score = score_fn(x_t, t)
+        if not isinstance(score, torch.Tensor) or tuple(score.shape) != tuple(x_t.shape):
+            got = tuple(score.shape) if isinstance(score, torch.Tensor) else type(score).__name__
+            raise ValueError(f"score_fn returned {got} for x of shape {tuple(x_t.shape)}: the score must be shaped "
+                             "like x (check the network's output size / channels); the loss does not broadcast")
+        if not score.is_floating_point():
+            raise ValueError(f"score_fn returned dtype {score.dtype}: the score must be a real floating-point tensor")
         sigma = append_dims(self.sde.sigma(t), x0.ndim)
         sq = (score * sigma + z).square().reshape(x0.shape[0], -1)
         per = sq.sum(1) if self.reduce == "sum" else sq.mean(1)

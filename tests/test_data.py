@@ -165,6 +165,69 @@ def test_cifar10_missing_and_corrupt_files(tmp_path):
         D.make_dataset("cifar10", root=None)
 
 
+def test_cifar10_crafted_pickle_runs_no_code(tmp_path):
+    """A data_batch_1 whose pickle calls os.system via __reduce__ is refused before anything runs."""
+    import os
+    _fake_cifar(tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as fh:
+        pickle.dump({b"data": Evil(), b"labels": [0]}, fh)
+    with pytest.raises(ValueError) as e:
+        D.load_cifar10(tmp_path, "train")
+    assert not marker.exists()
+    msg = str(e.value)
+    assert "data_batch_1" in msg and "system" in msg and "refused" in msg
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar10_genuine_pickles_of_every_protocol_load(tmp_path, protocol):
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    data = np.random.default_rng(1).integers(0, 256, size=(3, 3072), dtype=np.uint8)
+    with open(d / "test_batch", "wb") as fh:
+        pickle.dump({b"data": data, b"labels": [1, 2, 3], b"batch_label": b"testing batch 1 of 1",
+                     b"filenames": [b"a.png", b"b.png", b"c.png"], b"mean": np.float64(0.5)}, fh, protocol=protocol)
+    x = D.load_cifar10(tmp_path, "test")
+    assert np.array_equal(x.numpy().reshape(3, 3072), data)
+
+
+def test_safe_pickle_numpy1_module_path_and_object_dtype():
+    from score_sde.safe_pickle import UnsafePickleError, loads_array_pickle
+    a = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    blob = pickle.dumps(a, protocol=2)
+    # a numpy-1 file names numpy.core.multiarray, a numpy-2 file numpy._core.multiarray: both load
+    for mod in (b"numpy.core.multiarray", b"numpy._core.multiarray"):
+        other = blob.replace(b"numpy._core.multiarray", mod).replace(b"numpy.core.multiarray", mod)
+        assert np.array_equal(loads_array_pickle(other), a)
+    with pytest.raises(UnsafePickleError, match="object"):
+        loads_array_pickle(pickle.dumps(np.array([1, "x"], dtype=object), protocol=2))
+    with pytest.raises(UnsafePickleError, match="builtins.eval"):
+        loads_array_pickle(b"cbuiltins\neval\n(S'1'\ntR.")
+
+
+def test_cifar10_binary_version(tmp_path):
+    d = tmp_path / "cifar-10-batches-bin"
+    d.mkdir()
+    rng = np.random.default_rng(2)
+    rows = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        rec = rng.integers(0, 256, size=(2, 3073), dtype=np.uint8)
+        rows[name] = rec
+        rec.tofile(d / f"{name}.bin")
+    train = D.load_cifar10(tmp_path, "train")
+    test = D.load_cifar10(d, "test")
+    assert train.shape == (10, 3, 32, 32) and test.shape == (2, 3, 32, 32) and train.dtype == torch.uint8
+    assert np.array_equal(train[3].numpy().ravel(), rows["data_batch_2"][1, 1:])   # label byte skipped
+    (d / "test_batch.bin").write_bytes(b"123")
+    with pytest.raises(ValueError, match="test_batch.bin is not a CIFAR-10 binary batch"):
+        D.load_cifar10(tmp_path, "test")
+
+
 # ------------------------------------------------------------------------------------------ folders
 def test_image_folder(tmp_path):
     from PIL import Image

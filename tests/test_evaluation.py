@@ -295,7 +295,7 @@ def test_weights_file_loads_strictly(tmp_path, inception_net):
     assert not any(p.requires_grad for p in loaded.parameters())
     del sd["Mixed_7c.branch_pool.conv.weight"]
     torch.save(sd, tmp_path / "broken.pth")
-    with pytest.raises(RuntimeError, match="Mixed_7c.branch_pool.conv.weight"):
+    with pytest.raises(ValueError, match="Mixed_7c.branch_pool.conv.weight"):
         load_inception(tmp_path / "broken.pth")
 
 

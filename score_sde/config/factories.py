@@ -50,19 +50,28 @@ def event_shape(cfg: ConfigDict) -> Tuple[int, ...]:
     return (cfg.data.num_channels, cfg.data.image_size, cfg.data.image_size)
 
 
-def build_net(cfg: ConfigDict, device=None) -> torch.nn.Module:
-    """The backbone ``net(x, labels)`` named by ``cfg.model.name`` (:func:`score_sde.config.get_model`)."""
+def build_net(cfg: ConfigDict, device=None, seed: Optional[int] = None) -> torch.nn.Module:
+    """The backbone ``net(x, labels)`` named by ``cfg.model.name`` (:func:`score_sde.config.get_model`).
+
+    The initial weights are drawn from ``torch.manual_seed(seed)`` (``seed=None``: ``cfg.seed``)
+    inside ``torch.random.fork_rng``, so the same config gives the same network and the global
+    random state is left as it was."""
+    seed = cfg.get("seed", 0) if seed is None else seed
     cfg = ConfigDict(cfg.to_dict())          # a copy that also carries the event shape
     cfg.data.event_shape = event_shape(cfg)
-    net = get_model(cfg)
+    with torch.random.fork_rng(devices=[]):   # the net is built on the CPU
+        torch.manual_seed(int(seed))
+        net = get_model(cfg)
     return net.to(device) if device is not None else net
 
 
-def build_model(cfg: ConfigDict, sde: Optional[SDE] = None, device=None):
-    """``ScoreModel(net, sde, output, time_label, label_scale)``: a plain ``score_fn(x, t)``."""
+def build_model(cfg: ConfigDict, sde: Optional[SDE] = None, device=None, seed: Optional[int] = None):
+    """``ScoreModel(net, sde, output, time_label, label_scale)``: a plain ``score_fn(x, t)``.
+
+    ``seed`` seeds the network's initialisation (``None``: ``cfg.seed``); see :func:`build_net`."""
     sde = build_sde(cfg) if sde is None else sde
     m = cfg.model
-    return ScoreModel(build_net(cfg, device), sde, output=m.output, time_label=m.time_label,
+    return ScoreModel(build_net(cfg, device, seed=seed), sde, output=m.output, time_label=m.time_label,
                       label_scale=m.label_scale)
 
 

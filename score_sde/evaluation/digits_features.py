@@ -157,15 +157,25 @@ def _train(config: dict, cache) -> DigitsClassifier:
 
 def load_digits_classifier(path) -> DigitsClassifier:
     """Load a classifier saved by :func:`train_digits_classifier` (``weights_only=True``, strict)."""
+    from ..safe_pickle import WeightsFileError, load_weights_file
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"digits classifier file not found: {path} (train_digits_classifier(cache=...) "
                                 "writes one)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a digits classifier checkpoint (no 'state_dict')")
+    expected = "a digits classifier file written by train_digits_classifier(cache=...) (a dict with 'state_dict')"
+    ckpt = load_weights_file(path, "digits classifier file", expected)
+    if isinstance(ckpt, dict) and str(ckpt.get("format", "")).startswith("score_sde."):
+        raise WeightsFileError(f"{path} is a score_sde training checkpoint, not a digits classifier file; "
+                               f"expected {expected}")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise WeightsFileError(f"{path} is not a digits classifier file (no 'state_dict'); expected {expected}")
     model = DigitsClassifier()
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise WeightsFileError(f"{path} is not a digits classifier file: its keys or shapes do not match "
+                               f"DigitsClassifier ({' '.join(str(e).split())[:300]})") from None
     model.config = dict(ckpt.get("config", {}))
     model.test_accuracy = float(ckpt.get("test_accuracy", float("nan")))
     return model.eval().requires_grad_(False)

@@ -174,9 +174,9 @@ def _load_path(path) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"samples file not found: {path}")
     if path.endswith(".npy"):
-        return np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     if path.endswith(".npz"):
-        z = np.load(path)
+        z = np.load(path, allow_pickle=False)
         keys = [k for k in z.files if k != "meta"]
         key = "samples" if "samples" in z.files else ("x" if "x" in z.files else (keys[0] if len(keys) == 1 else None))
         if key is None:
@@ -362,7 +362,7 @@ def _resolve_reference(reference, space, opts):
         return reference
     if isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(".npz") \
             and os.path.isfile(os.fspath(reference)):
-        with np.load(os.fspath(reference)) as z:
+        with np.load(os.fspath(reference), allow_pickle=False) as z:
             is_stats = "mu" in z.files and "sigma" in z.files
         if is_stats:
             stats = load_stats(reference)
@@ -513,7 +513,7 @@ def merge_shards(shard_dir, *, features="inception", reference=None, metrics=Non
         n_projections=n_projections, reference_cache=reference_cache))
     full, metas = _State(), []
     for p in paths:
-        with np.load(p) as z:
+        with np.load(p, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}
         meta = json.loads(str(d.pop("meta")))
         metas.append(meta)

@@ -322,12 +322,20 @@ def load_inception(weights=None, device=None, resize: str = "tf", dtype=torch.fl
     tolerated, as it plays no part in inference. ``model.weights_path`` and ``model.weights_sha256``
     record which file produced the features.
     """
+    from ..safe_pickle import WeightsFileError, load_weights_file
+
     path = inception_weights_path(weights)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    expected = (f"the FID Inception state_dict {INCEPTION_WEIGHTS_FILE} (pt_inception-2015-12-05 layout, "
+                "as distributed by pytorch-fid)")
+    state = load_weights_file(path, "FID Inception weights file", expected)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state_dict (got {type(state).__name__})")
+    if isinstance(state, dict) and str(state.get("format", "")).startswith("score_sde."):
+        raise WeightsFileError(f"{path} is a score_sde training checkpoint, not a FID Inception weights file; "
+                               f"expected {expected}")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        got = type(state).__name__ if not isinstance(state, dict) else "a dict that is not all tensors"
+        raise WeightsFileError(f"{path} is not a FID Inception weights file: it holds {got}; expected {expected}")
     with torch.device("meta"):           # no random initialisation: every tensor comes from the file
         model = FIDInceptionV3(resize=resize)
     state = dict(state)
@@ -337,8 +345,9 @@ def load_inception(weights=None, device=None, resize: str = "tf", dtype=torch.fl
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
-        raise RuntimeError(f"{path} is not the FID Inception weights file {INCEPTION_WEIGHTS_FILE} "
-                           f"(its keys or shapes do not match the pt_inception-2015-12-05 layout): {e}") from None
+        detail = " ".join(str(e).split())[:300]
+        raise WeightsFileError(f"{path} is not the FID Inception weights file {INCEPTION_WEIGHTS_FILE}: its keys "
+                               f"or shapes do not match the pt_inception-2015-12-05 layout ({detail})") from None
     model.weights_path = os.path.abspath(path)
     model.weights_sha256 = _sha256(path)
     model.requires_grad_(False)

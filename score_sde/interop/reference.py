@@ -104,15 +104,14 @@ def load_reference_checkpoint(path: PathLike, config, map_location="cpu") -> Tup
         cannot be read with ``weights_only=True`` (corrupt, truncated, pickled code), or if its
         keys, shapes or EMA length do not match the model (strict; the message lists them).
     """
+    from ..safe_pickle import load_weights_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read means a bad file
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ValueError(f"checkpoint {path} could not be read as a weights-only checkpoint "
-                         f"({type(e).__name__}: {first})") from e
+    obj = load_weights_file(path, "reference checkpoint of the paper's code",
+                            "a checkpoint_N.pth of score_sde_pytorch (a dict with 'model', 'ema', 'step') or a "
+                            "bare state dict", map_location=map_location)
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         state, ema = obj["model"], obj.get("ema")
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

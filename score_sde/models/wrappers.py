@@ -20,6 +20,7 @@ likelihood and loss of the package.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Union
 
 import torch
@@ -56,12 +57,21 @@ class ScoreModel(nn.Module):
             time_label = "edm" if output == "edm" else "t"
         if not callable(time_label) and time_label not in TIME_LABELS:
             raise ValueError(f"time_label must be one of {TIME_LABELS} or a callable, got {time_label!r}")
+        try:
+            label_scale, sigma_data = float(label_scale), float(sigma_data)
+        except (TypeError, ValueError):
+            raise ValueError(f"label_scale and sigma_data must be numbers, got {label_scale!r}, {sigma_data!r}") from None
+        if not math.isfinite(label_scale) or label_scale == 0:
+            raise ValueError(f"label_scale must be a finite non-zero number, got {label_scale!r} "
+                             "(1 for continuous-time nets, 999 for the paper's DDPM nets)")
+        if not (math.isfinite(sigma_data) and sigma_data > 0):
+            raise ValueError(f"sigma_data must be a positive finite number, got {sigma_data!r}")
         self.net = net
         self.sde = sde
         self.output = output
         self.time_label = time_label
-        self.label_scale = float(label_scale)
-        self.sigma_data = float(sigma_data)
+        self.label_scale = label_scale
+        self.sigma_data = sigma_data
 
     def labels(self, t: torch.Tensor) -> torch.Tensor:
         """The conditioning label the backbone sees at times t, ``(B,)``."""
@@ -86,12 +96,23 @@ class ScoreModel(nn.Module):
             s_edm = sigma / alpha
             c_in = 1.0 / torch.sqrt(s_edm ** 2 + sd2)
             x_scaled = x / append_dims(alpha, x.ndim)
-            out = self.net(x_scaled * append_dims(c_in, x.ndim), self.labels(t))
+            out = self._check(self.net(x_scaled * append_dims(c_in, x.ndim), self.labels(t)), x)
             c_skip = sd2 / (s_edm ** 2 + sd2)
             c_out = s_edm * self.sigma_data * c_in
             x0 = append_dims(c_skip, x.ndim) * x_scaled + append_dims(c_out, x.ndim) * out
             return x0, alpha, sigma
-        return self.net(x, self.labels(t)), alpha, sigma
+        return self._check(self.net(x, self.labels(t)), x), alpha, sigma
+
+    def _check(self, out, x: torch.Tensor) -> torch.Tensor:
+        """The network output, refused unless it is a real floating tensor shaped like x."""
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"the network {type(self.net).__name__} returned {got} for x of shape {tuple(x.shape)}: "
+                             "ScoreModel needs net(x, labels) shaped like x (check its output size / channels)")
+        if not out.is_floating_point():
+            raise ValueError(f"the network {type(self.net).__name__} returned dtype {out.dtype}: ScoreModel needs a "
+                             "real floating-point output")
+        return out
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The score ``grad_x log p_t(x)``, shaped like x."""

@@ -11,7 +11,14 @@ classes, no code), so it loads with ``torch.load(weights_only=True)``::
      "scaler": GradScaler.state_dict() or None,      # fp16 only
      "rng": {"torch": ByteTensor, "cuda": [ByteTensor, ...]},
      "meta": {...},                    # loop settings (seed, batch size, world size, ...)
-     "config": {...}}                  # the experiment config as JSON-able data
+     "config": {...},                  # the experiment config as JSON-able data
+     "digest": {"sha256": hex, "scheme": "score_sde.digest/1"}}   # see payload_digest
+
+Integrity: ``digest`` is a SHA-256 over every other entry, tensors by their raw bytes (with
+key path, dtype and shape) in a canonical (sorted key path) order; :func:`load_checkpoint`
+recomputes it and raises :class:`CheckpointError` naming the file on a mismatch (flipped bits,
+a partly overwritten file). Files without a digest (written by score_sde 0.1.0, or converted
+before digests existed) still load, with a warning.
 
 Writing goes to a temporary file in the same directory, is flushed and fsync'ed, then renamed
 over the final name with ``os.replace`` (atomic on POSIX and Windows) and the directory is
@@ -21,6 +28,7 @@ truncated checkpoint under a final name. Files are named ``checkpoint_<step:08d>
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,11 +39,13 @@ from typing import Dict, List, Optional, Union
 import torch
 from torch import nn
 
-from ..utils import atomic_write as _atomic_write  # the package's one atomic writer
+from ..utils import atomic_write  # the package's one atomic writer
 from .ema import unwrap_model
+from .errors import TrainingDivergedError, reraise_write_error
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
-           "check_state_dict", "load_model", "FORMAT"]
+__all__ = ["CheckpointError", "ConfigMismatchError", "save_checkpoint", "load_checkpoint", "list_checkpoints",
+           "latest_checkpoint", "check_state_dict", "load_model", "payload_digest", "check_config_compatible",
+           "FORMAT"]
 
 FORMAT = "score_sde.training/1"
 _NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
@@ -43,7 +53,16 @@ PathLike = Union[str, os.PathLike]
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is unreadable (corrupt, truncated, not ours) or does not fit the model."""
+    """A checkpoint file is unreadable (corrupt, truncated, digest mismatch, not ours) or does not fit the model."""
+
+
+class ConfigMismatchError(CheckpointError):
+    """A checkpoint's stored config differs from the current one in what defines the model
+    (SDE, network, output parameterisation, data shape); ``keys`` lists the differing dotted keys."""
+
+    def __init__(self, message: str, keys=()):
+        super().__init__(message)
+        self.keys = list(keys)
 
 
 def checkpoint_path(directory: PathLike, step: int) -> Path:
@@ -66,13 +85,63 @@ def latest_checkpoint(directory: PathLike) -> Optional[Path]:
     return files[-1] if files else None
 
 
+def _atomic_write(path: PathLike, mode: str, write) -> None:
+    """:func:`score_sde.utils.atomic_write`, with a full disk or read-only workdir turned into a
+    one-line :class:`~score_sde.training.errors.WorkdirWriteError`."""
+    try:
+        atomic_write(path, mode, write)
+    except OSError as e:
+        reraise_write_error(e, Path(path))
+        raise
+
+
 def atomic_save(obj, path: PathLike):
     """``torch.save(obj, path)`` through a temporary file + fsync + ``os.replace``.
 
     If anything fails (or the process dies) before the rename, ``path`` is untouched; the
     temporary file is removed on a Python-level failure (a killed process may leave a
-    ``.tmp`` file, which :func:`list_checkpoints` ignores and :func:`remove_stale_tmp` cleans)."""
+    ``.tmp`` file, which :func:`list_checkpoints` ignores and :func:`remove_stale_tmp` cleans).
+    A training checkpoint (a dict with ``format`` = :data:`FORMAT`) gets its ``digest`` here."""
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        obj = dict(obj)
+        obj["digest"] = {"sha256": payload_digest(obj), "scheme": DIGEST_SCHEME}
     _atomic_write(path, "wb", lambda f: torch.save(obj, f))
+
+
+DIGEST_SCHEME = "score_sde.digest/1"
+
+
+def payload_digest(obj: Dict) -> str:
+    """SHA-256 (hex) of a checkpoint dict without its ``digest`` entry.
+
+    Leaves are visited in sorted order of their key path (``model/net.inp.weight``,
+    ``optimizer/state/0/exp_avg``, ...; keys are typed, so ``0`` and ``"0"`` differ); a tensor
+    contributes its path, dtype, shape and raw bytes (CPU, contiguous), any other leaf its path
+    and ``repr``. The result does not depend on how ``torch.save`` laid out the file."""
+    h = hashlib.sha256()
+    leaves = []
+
+    def walk(v, path):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, path + (f"{type(k).__name__}:{k}",))
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(x, path + (f"[{i}]",))
+        else:
+            leaves.append(("/".join(path), v))
+
+    walk({k: v for k, v in obj.items() if k != "digest"}, ())
+    for key, v in sorted(leaves, key=lambda kv: kv[0]):
+        h.update(key.encode("utf-8") + b"\0")
+        if isinstance(v, torch.Tensor):
+            t = v.detach().to("cpu").contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode() + b"\0")
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy())
+        else:
+            h.update(repr(v).encode("utf-8") + b"\0")
+    return h.hexdigest()
 
 
 def atomic_save_text(path: PathLike, data):
@@ -109,12 +178,12 @@ def save_checkpoint(path: PathLike, *, model: nn.Module, step: int, ema=None, op
     """Write a checkpoint atomically (see the module docstring for the layout); returns the path.
 
     ``model`` may be wrapped in DDP / torch.compile: its unwrapped state dict is saved. Raises
-    FloatingPointError (and writes nothing) if a parameter is NaN or infinite, so that the last
+    TrainingDivergedError (a FloatingPointError; nothing is written) if a parameter is NaN or infinite, so that the last
     good checkpoint is never replaced by a diverged one."""
     sd = unwrap_model(model).state_dict()
     bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise FloatingPointError(f"not saving {path}: non-finite values in {bad[:5]} at step {step} "
+        raise TrainingDivergedError(f"not saving {path}: non-finite values in {bad[:5]} at step {step} "
                                  "(training diverged; lower lr, raise warmup or use grad_clip)")
     obj = {
         "format": FORMAT,
@@ -157,8 +226,12 @@ def load_checkpoint(path: PathLike, map_location="cpu") -> Dict:
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read means a bad file
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a weights-only checkpoint "
-                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+        from ..safe_pickle import describe_load_failure
+        reason = describe_load_failure(path, e)
+    else:
+        reason = None
+    if reason is not None:   # raised outside the except block: no chained torch traceback
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a weights-only checkpoint: {reason}")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"checkpoint {path} is not a score_sde training checkpoint "
@@ -166,6 +239,19 @@ def load_checkpoint(path: PathLike, map_location="cpu") -> Dict:
     missing = [k for k in ("step", "model") if k not in obj]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks the entries {missing}")
+    dig = obj.get("digest")
+    if dig is None:
+        warnings.warn(f"checkpoint {path} has no digest (written by score_sde 0.1.0 or converted before digests "
+                      "existed): its integrity cannot be checked; it loads as it is", stacklevel=2)
+    else:
+        want = dig.get("sha256") if isinstance(dig, dict) else None
+        if not isinstance(want, str) or (dig.get("scheme") not in (None, DIGEST_SCHEME)):
+            raise CheckpointError(f"checkpoint {path} has a malformed digest entry {dig!r}")
+        got = payload_digest(obj)
+        if got != want:
+            raise CheckpointError(f"checkpoint {path} is corrupt: its contents do not match the stored digest "
+                                  f"(sha256 {got[:12]}... vs {want[:12]}... at save time); use an earlier "
+                                  "checkpoint or a backup")
     return obj
 
 
@@ -196,10 +282,18 @@ def _short(items, n=6):
     return s + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
 
 
-def load_model(path: PathLike, model: nn.Module, ema: bool = True, map_location="cpu") -> nn.Module:
+def load_model(path: PathLike, model: nn.Module, ema: bool = True, map_location="cpu", config: Optional[Dict] = None,
+               allow_config_mismatch: bool = False) -> nn.Module:
     """Load a checkpoint's EMA weights (``ema=True``, what one samples from) or raw weights into
-    ``model`` strictly; returns ``model``. Errors name the file and the mismatch."""
+    ``model`` strictly; returns ``model``. Errors name the file and the mismatch.
+
+    With ``config`` (the JSON-able config ``model`` was built from), the checkpoint's stored config
+    is checked first with :func:`check_config_compatible` (ConfigMismatchError on another SDE,
+    network, output or data shape, unless ``allow_config_mismatch``)."""
     obj = load_checkpoint(path, map_location=map_location)
+    if config is not None:
+        check_config_compatible(obj.get("config"), _check_json(config), where=f"checkpoint {path}",
+                                allow_mismatch=allow_config_mismatch)
     if ema:
         if not obj.get("ema"):
             raise CheckpointError(f"checkpoint {path} has no EMA weights; pass ema=False for the raw weights")
@@ -211,20 +305,72 @@ def load_model(path: PathLike, model: nn.Module, ema: bool = True, map_location=
     return model
 
 
-def warn_config_change(path: PathLike, saved: Optional[Dict], current: Optional[Dict]):
-    """Warn (not fail) when a resumed run's config differs from the checkpoint's."""
-    if saved is None or current is None or saved == current:
-        return
-    diffs = []
+# Config sections that define what a checkpoint's network computes. A difference here makes the
+# weights mean something else (another SDE, another output parameterisation, another shape).
+_MODEL_EXEMPT = {"ema_rate", "dropout"}          # training settings kept in the model section
+_DATA_KEYS = ("dataset", "image_size", "num_channels", "centered")
+_SDE_KEYS = {"vpsde": ("name", "beta_min", "beta_max", "N"), "subvpsde": ("name", "beta_min", "beta_max", "N"),
+             "vesde": ("name", "sigma_min", "sigma_max", "N")}
+_ABSENT = "<absent>"
 
-    def walk(a, b, prefix):
-        keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else None
-        if keys is None:
-            if a != b:
-                diffs.append(f"{prefix}: {a!r} -> {b!r}")
-            return
-        for k in sorted(keys, key=str):
-            walk(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{prefix}.{k}" if prefix else str(k))
 
-    walk(saved, current, "")
-    warnings.warn(f"resuming from {path} with a different config: {_short(diffs)}", stacklevel=3)
+def _flatten(d, prefix=""):
+    out = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict):
+                out.update(_flatten(v, key))
+            else:
+                out[key] = v
+    return out
+
+
+def _model_defining(flat: Dict, sde_name) -> set:
+    keys = set()
+    for k in flat:
+        sec, _, rest = k.partition(".")
+        if sec == "model" and rest.split(".")[0] not in _MODEL_EXEMPT:
+            keys.add(k)
+        elif sec == "data" and rest in _DATA_KEYS:
+            keys.add(k)
+        elif sec == "sde" and (sde_name not in _SDE_KEYS or rest in _SDE_KEYS[sde_name]):
+            keys.add(k)
+    return keys
+
+
+def check_config_compatible(saved: Optional[Dict], current: Optional[Dict], *, where: str = "checkpoint",
+                            allow_mismatch: bool = False) -> List[str]:
+    """Check the config a checkpoint was trained with (``saved``) against the one it is used with.
+
+    ``saved`` / ``current``: the JSON-able configs (``checkpoint["config"]`` and
+    ``config.to_dict()``); either may be None (an old checkpoint without config): then nothing
+    is checked. Keys that define the model must match:
+
+    * ``sde.name`` and the SDE's own parameters (VP, sub-VP: ``beta_min``, ``beta_max``, ``N``;
+      VE: ``sigma_min``, ``sigma_max``, ``N``; every ``sde`` key for another name),
+    * every ``model`` key (network, its size, ``output``, ``time_label``, ``label_scale``) except
+      ``ema_rate`` and ``dropout``,
+    * ``data.dataset``, ``data.image_size``, ``data.num_channels``, ``data.centered`` (shape, range).
+
+    A difference raises :class:`ConfigMismatchError` naming ``where``, the differing keys and both
+    values, unless ``allow_mismatch`` (then it is a warning). Other keys (learning rate, number
+    of steps, batch size, logging, sampling and evaluation settings) may differ: they are returned
+    as ``"key: old -> new"`` strings (the caller decides whether to warn).
+    """
+    if saved is None or current is None:
+        return []
+    a, b = _flatten(saved), _flatten(current)
+    defining = _model_defining(a, a.get("sde.name")) | _model_defining(b, b.get("sde.name"))
+    differ = sorted(k for k in set(a) | set(b) if a.get(k, _ABSENT) != b.get(k, _ABSENT))
+    hard = [k for k in differ if k in defining]
+    soft = [f"{k}: {a.get(k, _ABSENT)!r} -> {b.get(k, _ABSENT)!r}" for k in differ if k not in defining]
+    if hard:
+        detail = _short([f"{k} ({a.get(k, _ABSENT)!r} in the checkpoint, {b.get(k, _ABSENT)!r} now)" for k in hard])
+        msg = (f"{where} was trained under a different config: {detail}; use the config it was trained with "
+               "(the run's config.json)")
+        if not allow_mismatch:
+            raise ConfigMismatchError(msg + ", or pass the explicit override (allow_mismatch=True) if you know "
+                                      "the weights fit", hard)
+        warnings.warn(msg + " (allowed by the override)", stacklevel=2)
+    return soft

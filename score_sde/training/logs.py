@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .errors import reraise_write_error
+
 __all__ = ["JSONLogger", "read_log"]
 
 
@@ -42,8 +44,12 @@ class JSONLogger:
         self._f = None
         if not enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "a", buffering=1, encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "a", buffering=1, encoding="utf-8")
+        except OSError as e:
+            reraise_write_error(e, self.path)   # full / read-only disk: a one-line WorkdirWriteError
+            raise
         if tensorboard or tensorboard is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -58,7 +64,11 @@ class JSONLogger:
             return
         record = {k: _clean(v) for k, v in record.items()}
         record.setdefault("wall", time.time())
-        self._f.write(json.dumps(record) + "\n")
+        try:
+            self._f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            reraise_write_error(e, self.path)
+            raise
         if self._tb is not None and "step" in record and "event" not in record:
             for k, v in record.items():
                 if k not in ("step", "wall") and isinstance(v, (int, float)) and not isinstance(v, bool):

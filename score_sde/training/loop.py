@@ -28,8 +28,10 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .batches import derive_seed, make_source
-from .distributed import all_reduce_mean, barrier, broadcast_object, init_distributed
+from .distributed import all_reduce_mean, barrier, broadcast_object, init_distributed, is_distributed
 from .ema import EMA, unwrap_model
+from .errors import RunLockedError, TrainingDivergedError, WorkdirWriteError
+from .lock import RunLock
 from .logs import JSONLogger
 
 __all__ = ["train", "TrainResult", "lr_at"]
@@ -146,6 +148,7 @@ def train(
     tensorboard: Optional[bool] = None,     # None: log to TensorBoard when importable; True: warn if not
     progress: bool = True,                  # tqdm progress bar on rank 0
     find_unused_parameters: bool = False,   # DDP option, for nets with branches unused by the loss
+    allow_config_mismatch: bool = False,    # resume even if the checkpoint's SDE/model/data config differs
 ) -> TrainResult:
     """Train a score model by denoising score matching; see the module docstring for one step.
 
@@ -156,8 +159,18 @@ def train(
     the EMA, the optimizer and scaler state, RNG states, the loop settings and ``config``; they
     are written atomically, so killing the process at any time loses at most the steps since the
     last checkpoint. ``resume=True`` continues from the newest readable one (a corrupt newest
-    file is skipped with a warning); an incompatible one raises CheckpointError naming the file
-    and the mismatching keys/shapes.
+    file, or one whose digest does not match, is skipped with a warning); an incompatible one
+    raises CheckpointError naming the file and the mismatching keys/shapes. A checkpoint whose
+    stored config differs from ``config`` in the SDE, the network, its output or the data shape
+    raises :class:`~score_sde.training.checkpoint.ConfigMismatchError` (see
+    :func:`~score_sde.training.checkpoint.check_config_compatible`) unless
+    ``allow_config_mismatch``; other differences (lr, n_steps, batch size, logging) only warn.
+
+    The run directory is locked for the whole call (:class:`~score_sde.training.lock.RunLock`,
+    taken by rank 0, whose outcome every rank learns): a second trainer on the same ``workdir``
+    raises :class:`~score_sde.training.errors.RunLockedError` naming the holder. A non-finite
+    loss raises :class:`~score_sde.training.errors.TrainingDivergedError`; a full or read-only
+    disk raises :class:`~score_sde.training.errors.WorkdirWriteError`.
     """
     # ---------------------------------------------------------------- arguments
     _check_int("n_steps", n_steps, 0)
@@ -191,11 +204,24 @@ def train(
     is_main = rank == 0
     workdir = Path(workdir)
     ckpt_dir = workdir / "checkpoints"
+    # One trainer per run directory: rank 0 takes the lock, every rank learns the outcome.
+    lock = RunLock(workdir, purpose="train") if is_main else None
+    refusal = None
     if is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.remove_stale_tmp(ckpt_dir)
-        if config is not None:
-            ckpt.atomic_save_text(workdir / "config.json", config)
+        try:
+            lock.acquire()
+        except Exception as e:  # noqa: BLE001 - told to every rank, then raised
+            if world == 1:
+                raise
+            refusal = e
+    _share_failure(refusal, info)
+    try:
+        if is_main:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.remove_stale_tmp(ckpt_dir)   # under the lock: no other writer's temp file is removed
+    except BaseException:
+        _release(lock, info)
+        raise
     saved_flags = None
     if device.type == "cuda":
         saved_flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
@@ -210,11 +236,28 @@ def train(
     try:
         # ------------------------------------------------------------ state and resume
         raw = unwrap_model(model).to(device)
-        resume_path, state = _find_resume(resume, ckpt_dir, rank)
+        # Rank 0 picks the checkpoint and checks its config; every rank learns the outcome (no rank
+        # waits in a collective for a rank that failed).
+        resume_path = state = failure = None
+        soft_changes = []
+        if is_main:
+            try:
+                resume_path, state = _find_resume(resume, ckpt_dir, rank)
+                if state is not None:
+                    soft_changes = ckpt.check_config_compatible(
+                        state.get("config"), config, where=f"checkpoint {resume_path}",
+                        allow_mismatch=allow_config_mismatch)
+            except Exception as e:  # noqa: BLE001 - told to every rank, then raised
+                if world == 1:
+                    raise
+                failure = e
         resume_path = broadcast_object(str(resume_path) if resume_path else None)
+        _share_failure(failure, info)
         if resume_path is not None and state is None:
             state = ckpt.load_checkpoint(resume_path)
         start = int(state["step"]) if state is not None else 0
+        if is_main and config is not None:
+            ckpt.atomic_save_text(workdir / "config.json", config)
 
         source = make_source(data, batch_size=batch_size, rank=rank, world=world, seed=seed, device=device,
                              start=start, stop=max(n_steps, start), num_workers=num_workers)
@@ -261,8 +304,9 @@ def train(
                                   "will differ from the original run")
             if not source.exact_resume:
                 warnings.warn("data is a plain iterable: its order is not restored on resume")
-            if is_main:
-                ckpt.warn_config_change(resume_path, state.get("config"), config)
+            if is_main and soft_changes:
+                warnings.warn(f"resuming from {resume_path} with changed training settings: "
+                              f"{ckpt._short(soft_changes)}", stacklevel=2)
             del state
 
         train_model = raw
@@ -367,7 +411,7 @@ def train(
                     if pbar is not None:
                         pbar.set_postfix(loss=f"{mean_loss:.4g}", refresh=False)
                 if not math.isfinite(mean_loss):
-                    raise FloatingPointError(
+                    raise TrainingDivergedError(
                         f"loss is {mean_loss} at step {step}: training diverged; resume from the last checkpoint "
                         f"in {ckpt_dir} with a lower lr, a longer warmup or grad_clip")
             if snapshot_fn is not None and is_main and (
@@ -401,8 +445,41 @@ def train(
         if saved_flags is not None:
             (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
              torch.backends.cudnn.benchmark) = saved_flags
-        if info.initialized_here:
-            torch.distributed.destroy_process_group()
+        _release(lock, info)
+
+
+_SHARED_ERRORS = {c.__name__: c for c in (RunLockedError, ckpt.CheckpointError, ckpt.ConfigMismatchError,
+                                          ValueError, FileNotFoundError)}
+
+
+def _share_failure(error: Optional[BaseException], info) -> None:
+    """Collective: rank 0 passes the error it met (or None); if there is one, every rank raises.
+
+    Rank 0 re-raises its own exception; the other ranks raise the same class (when it is one of
+    ours) with the same message, so no rank is left waiting in a later collective."""
+    if not is_distributed():
+        if error is not None:
+            raise error
+        return
+    shared = broadcast_object(None if error is None else (type(error).__name__, str(error),
+                                                          getattr(error, "errno", None)))
+    if shared is None:
+        return
+    name, message, code = shared
+    if info.initialized_here:
+        torch.distributed.destroy_process_group()
+    if error is not None:
+        raise error
+    if name == "WorkdirWriteError":
+        raise WorkdirWriteError(code, message)
+    raise _SHARED_ERRORS.get(name, RuntimeError)(message)
+
+
+def _release(lock, info):
+    if lock is not None:
+        lock.release()
+    if info.initialized_here and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _seed_default_generators(seed: int, device: torch.device) -> None:
