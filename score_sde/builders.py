@@ -4,7 +4,9 @@ Library code takes explicit arguments; this is the one place where a config is r
 ``ml_collections.ConfigDict`` trees with these sections (see :func:`default_config` for every key
 and its meaning):
 
-``sde``       name ('vpsde' | 'subvpsde' | 'vesde'), beta_min, beta_max, sigma_min, sigma_max, N
+``sde``       name ('vpsde' | 'subvpsde' | 'vesde' | a key of ``SCHEDULE_SDES``: 'cosine' | 'edm' |
+              'rectified_flow' | 'discrete'), beta_min, beta_max, sigma_min, sigma_max, N, and the
+              schedule keys T, cosine_s, edm_sigma_min, edm_sigma_max, betas
 ``data``      dataset, root, image_size, num_channels, centered, uniform_dequantization, random_flip
 ``model``     name (a backbone of :mod:`score_sde.models`), output, time_label, label_scale, ema_rate,
               and the backbone's own keys (reference names: nf, ch_mult, num_res_blocks, ...)
@@ -49,6 +51,42 @@ CONFIG_DIR: Optional[Path] = next((p for p in [Path(__file__).resolve().parent.p
 SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
 
 
+# --- schedules (issue 16): name -> builder from ``config.sde``; self-contained, movable as is ---
+def _load_betas(spec: str, N: int):
+    from . import schedules
+
+    if spec == "ddpm_linear":
+        return schedules.ddpm_linear_betas(N)
+    if spec == "iddpm_cosine":
+        return schedules.iddpm_cosine_betas(N)
+    p = Path(spec).expanduser()
+    if not p.is_file():
+        raise ValueError(f"config.sde.betas must be 'ddpm_linear', 'iddpm_cosine' or a file of betas "
+                         f"(.pt, .npy or text), got {spec!r}")
+    if p.suffix == ".pt":
+        return torch.load(p, weights_only=True)
+    import numpy as np
+    return torch.as_tensor(np.load(p) if p.suffix == ".npy" else np.loadtxt(p)).reshape(-1)
+
+
+def _schedule_T(s, default: float) -> float:
+    return float(s.T) if s.get("T", 0.0) else default
+
+
+SCHEDULE_SDES = {
+    "cosine": lambda s: _schedules().CosineVPSDE(s=s.cosine_s, T=_schedule_T(s, 0.9946), N=s.N),
+    "edm": lambda s: _schedules().EDMSDE(sigma_min=s.edm_sigma_min, sigma_max=s.edm_sigma_max, N=s.N),
+    "rectified_flow": lambda s: _schedules().LinearInterpolantSDE(T=_schedule_T(s, 0.99), N=s.N),
+    "discrete": lambda s: _schedules().DiscreteVPSDE(_load_betas(s.betas, s.N), T=_schedule_T(s, 1.0)),
+}
+
+
+def _schedules():
+    from . import schedules
+    return schedules
+# --- end of schedules ---
+
+
 # ---------------------------------------------------------------------------------------------
 # the default config
 # ---------------------------------------------------------------------------------------------
@@ -65,6 +103,12 @@ def default_config() -> ConfigDict:
     sde.sigma_min = 0.01          # VE: noise levels sigma_min (sigma_max / sigma_min)^t
     sde.sigma_max = 50.0
     sde.N = 1000                  # discrete steps (DDPM / SMLD tables, discrete losses)
+    # schedules of score_sde.schedules (SCHEDULE_SDES below)
+    sde.T = 0.0                   # end time; 0: the SDE's default (cosine 0.9946, rectified_flow 0.99, discrete 1)
+    sde.cosine_s = 0.008          # cosine: improved DDPM's offset s
+    sde.edm_sigma_min = 0.002     # edm: t = sigma runs over [edm_sigma_min, edm_sigma_max]
+    sde.edm_sigma_max = 80.0
+    sde.betas = "ddpm_linear"     # discrete: 'ddpm_linear' | 'iddpm_cosine' (N steps) or a .pt/.npy/.txt file of betas
 
     c.data = d = ConfigDict()
     d.dataset = "digits"          # one of score_sde.data.DATASETS
@@ -77,7 +121,7 @@ def default_config() -> ConfigDict:
 
     c.model = m = ConfigDict()
     m.name = "mlp"                # backbone for score_sde.models.get_model: 'mlp' | 'ddpm' | 'ncsnpp'
-    m.output = "eps"              # what the net predicts: 'eps' | 'score' | 'x0' | 'edm'
+    m.output = "eps"              # what the net predicts: 'eps' | 'score' | 'x0' | 'edm' | 'v' | 'flow'
     m.time_label = "t"            # 't' | 'timestep' | 'sigma' | 'log_sigma' | 'edm'
     m.label_scale = 1.0           # labels = label_scale * t for time_label='t' (999 for DDPM nets)
     m.ema_rate = 0.999
@@ -94,7 +138,7 @@ def default_config() -> ConfigDict:
     c.training = t = ConfigDict()
     t.batch_size = 128
     t.n_iters = 20000
-    t.weighting = "likelihood"    # DSM weighting: 'sigma2' | 'likelihood' | 'none'
+    t.weighting = "likelihood"    # DSM weighting: 'sigma2' | 'likelihood' | 'none' | 'flow'
     t.time_sampling = "importance"  # 'uniform' | 'importance' | 'discrete'
     t.loss = "dsm"                # 'dsm' (continuous) | 'ddpm' | 'smld' (discrete special cases)
     t.reduce_mean = False         # mean instead of sum over data dimensions
@@ -317,8 +361,10 @@ def build_sde(cfg: ConfigDict) -> SDE:
     """The forward SDE of ``cfg.sde``."""
     s = cfg.sde
     name = s.name.lower()
+    if name in SCHEDULE_SDES:
+        return SCHEDULE_SDES[name](s)
     if name not in SDES:
-        raise ValueError(f"config.sde.name must be one of {sorted(SDES)}, got {s.name!r}")
+        raise ValueError(f"config.sde.name must be one of {sorted(SDES) + sorted(SCHEDULE_SDES)}, got {s.name!r}")
     if name == "vesde":
         return VESDE(sigma_min=s.sigma_min, sigma_max=s.sigma_max, N=s.N)
     return SDES[name](beta_min=s.beta_min, beta_max=s.beta_max, N=s.N)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from ml_collections import ConfigDict
 
-from score_sde import VESDE, VPSDE, DSMLoss, ScoreModel, subVPSDE
+from score_sde import VESDE, VPSDE, CosineVPSDE, DSMLoss, LinearInterpolantSDE, ScoreModel, subVPSDE
 from score_sde import builders as B
 
 SHIPPED = B.list_configs()
@@ -21,7 +21,8 @@ def test_configs_are_shipped_for_every_sde():
 def test_every_shipped_config_builds(name):
     cfg = B.load_config(name)
     sde = B.build_sde(cfg)
-    expected = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}[name.split("/")[0]]
+    expected = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE, "cosine": CosineVPSDE,
+                "rectified_flow": LinearInterpolantSDE}[name.split("/")[0]]
     assert type(sde) is expected
     with torch.device("meta"):
         model = B.build_model(cfg, sde)
@@ -103,7 +104,7 @@ def test_config_file_errors(tmp_path):
                    "    c = default_config()\n    c.data.dataset = 'moons'\n    return c\n")
     assert B.load_config(own).data.dataset == "moons"
     cfg = B.default_config()
-    cfg.sde.name = "cosine"
+    cfg.sde.name = "sigmoid"
     with pytest.raises(ValueError, match="config.sde.name"):
         B.build_sde(cfg)
     cfg = B.default_config()
