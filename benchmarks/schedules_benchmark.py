@@ -13,6 +13,8 @@
    against the continuous cosine schedule (at the grid times, and between them: the interpolation
    error), where its betas are clipped.
 
+    ``fewstep_matched``: the same, every schedule ending at VP's final log-SNR (lambda_VP(1e-3) = 9.12).
+
     OMP_NUM_THREADS=1 python benchmarks/schedules_benchmark.py [--only marginal,likelihood,fewstep,tables]
         [--seed 0] [--out FILE]
 """
@@ -125,17 +127,20 @@ def per_mode(gm, x):
     return {"weight_err": w_err, "mean_err_over_std": m_err, "spread_rel_err": sum(s_err) / len(s_err)}
 
 
-def fewstep(seed, n=20000):
+def fewstep(seed, n=20000, matched=False):
+    """``matched``: every schedule ends at VP's final log-SNR lambda_VP(1e-3) (instead of its own eps)."""
     gm = mixture(seed + 5)
+    lam_end = VPSDE().log_snr(torch.tensor(1e-3, dtype=F64))
     # the reference: exact samples through the same metric (its own Monte Carlo floor)
     out = {"exact_samples": per_mode(gm, gm.sample(n, generator=torch.Generator().manual_seed(seed), dtype=F64))}
     cases = [("dpmpp_3m", 10, "log_snr"), ("dpmpp_2m", 10, "log_snr"), ("heun", 5, "karras"),
              ("dpmpp_3m", 20, "log_snr"), ("ddim", 20, "log_snr")]
     for method, steps, grid in cases:
         for name, sde in schedules().items():
-            o = sample(sde, gm.score_fn(sde), (n, 2), method=method, steps=steps, grid=grid,
+            eps = float(sde.t_from_log_snr(lam_end)) if matched else None
+            o = sample(sde, gm.score_fn(sde), (n, 2), method=method, steps=steps, grid=grid, eps=eps,
                        generator=torch.Generator().manual_seed(seed), dtype=F64)
-            key = f"{method}/{steps}steps/{grid}/{name}"
+            key = f"{method}/{steps}steps/{grid}/{name}" + ("/matched_end" if matched else "")
             out[key] = {"nfe": o.nfe, **per_mode(gm, o.samples)}
             print(key, json.dumps(out[key]), flush=True)
     return out
@@ -186,7 +191,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     res = {}
     for part in args.only.split(","):
-        res[part] = {"marginal": marginal, "likelihood": likelihood, "fewstep": fewstep, "tables": tables}[part](args.seed)
+        fns = {"marginal": marginal, "likelihood": likelihood, "fewstep": fewstep, "tables": tables,
+               "fewstep_matched": lambda seed: fewstep(seed, matched=True)}
+        res[part] = fns[part](args.seed)
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(res, fh, indent=1)
