@@ -12,7 +12,13 @@ with ``reduce`` a sum (default) or mean over the data dimensions. Weightings ``l
 * ``"likelihood"``: ``g(t)^2`` (Song et al. 2021, "Maximum likelihood training of score-based
   diffusion models"; then ``0.5 * E_t[loss] * (T - eps)`` bounds the negative log-likelihood up to
   a constant);
-* ``"none"``: 1.
+* ``"none"``: 1;
+* ``"flow"``: ``(g(t)^2 / (2 sigma(t)))^2``, the flow-matching weighting: then the loss is
+  ``reduce((u_hat - u)^2)`` with the velocity ``u_hat = f x_t - g^2 s / 2`` (the probability-flow
+  drift) and the conditional target ``u = alpha'(t) x_0 + sigma'(t) z``, since
+  ``u_hat - u = -(g^2 / 2)(s + z / sigma)``. Under the linear interpolant (``alpha = 1 - t``,
+  ``sigma = t``) the weight is ``1 / (1 - t)^2`` and the target ``z - x_0``: rectified flow /
+  conditional flow matching (:func:`flow_matching_loss`). Defined for every SDE.
 
 Time sampling: ``"uniform"`` on ``[eps, T]``; ``"importance"`` draws t with density proportional
 to ``g(t)^2 / sigma(t)^2`` (the variance-reduced estimator of the likelihood-weighted loss, valid
@@ -33,9 +39,9 @@ import torch
 from .sde import SDE
 from .utils import append_dims, as_time, check_positive
 
-__all__ = ["DSMLoss", "ddpm_loss", "smld_loss"]
+__all__ = ["DSMLoss", "ddpm_loss", "smld_loss", "flow_matching_loss"]
 
-_WEIGHTINGS = ("sigma2", "likelihood", "none")
+_WEIGHTINGS = ("sigma2", "likelihood", "none", "flow")
 _TIME_SAMPLING = ("uniform", "importance", "discrete")
 
 
@@ -44,7 +50,7 @@ class DSMLoss:
 
     Args:
         sde: the forward SDE.
-        weighting: ``"sigma2"`` | ``"likelihood"`` | ``"none"`` (see the module docstring).
+        weighting: ``"sigma2"`` | ``"likelihood"`` | ``"none"`` | ``"flow"`` (see the module docstring).
         time_sampling: ``"uniform"`` | ``"importance"`` | ``"discrete"``.
         eps: smallest training time (default ``sde.training_eps``).
         reduce: ``"sum"`` or ``"mean"`` over the data dimensions.
@@ -100,6 +106,8 @@ class DSMLoss:
             return torch.ones_like(t)
         if self.weighting == "none":
             return 1.0 / sigma2
+        if self.weighting == "flow":
+            return self.sde.g2(t) ** 2 / (4.0 * sigma2)
         if self.time_sampling == "importance":
             return torch.full_like(t, self._normaliser / (self.sde.T - self.eps))
         return self.sde.g2(t) / sigma2
@@ -138,6 +146,18 @@ def smld_loss(sde: SDE, reduce: str = "sum") -> DSMLoss:
     """SMLD/NCSN's loss ``sigma_i^2 ||s(x, sigma_i) + z / sigma_i||^2`` at a uniform noise level
     ``sigma_i`` of the discrete grid (use with a VE SDE)."""
     return DSMLoss(sde, weighting="sigma2", time_sampling="discrete", reduce=reduce)
+
+
+def flow_matching_loss(sde: Optional[SDE] = None, eps: Optional[float] = None, reduce: str = "sum") -> DSMLoss:
+    """Conditional flow matching / rectified flow: ``reduce((u_hat(x_t, t) - (z - x_0))^2)`` at t uniform
+    on ``[eps, T]``, as DSM under the linear interpolant with ``weighting="flow"``.
+
+    ``sde`` defaults to :class:`score_sde.schedules.LinearInterpolantSDE` (T = 0.99); pass another
+    SDE for the velocity-MSE loss of its schedule."""
+    if sde is None:
+        from .schedules import LinearInterpolantSDE
+        sde = LinearInterpolantSDE()
+    return DSMLoss(sde, weighting="flow", time_sampling="uniform", eps=eps, reduce=reduce)
 
 
 def _importance_table(sde: SDE, eps: float, n: int = 8193):

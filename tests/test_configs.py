@@ -3,7 +3,7 @@ data object); overrides are parsed with type checks; unknown keys are rejected w
 import pytest
 import torch
 
-from score_sde import VESDE, VPSDE, subVPSDE
+from score_sde import VESDE, VPSDE, CosineVPSDE, LinearInterpolantSDE, subVPSDE
 from score_sde import config as B
 
 SHIPPED = B.list_configs()
@@ -20,7 +20,8 @@ def test_configs_are_shipped_for_every_sde():
 def test_every_shipped_config_builds(name, tmp_path_factory):
     cfg = B.load_config(name)
     sde = B.build_sde(cfg)
-    expected = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}[name.split("/")[0]]
+    expected = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE, "cosine": CosineVPSDE,
+                "rectified_flow": LinearInterpolantSDE}[name.split("/")[0]]
     assert type(sde) is expected
     with torch.device("meta"):
         model = B.build_model(cfg, sde)
@@ -107,7 +108,7 @@ def test_config_file_errors(tmp_path):
                    "    c = default_config()\n    c.data.dataset = 'moons'\n    return c\n")
     assert B.load_config(own).data.dataset == "moons"
     cfg = B.default_config()
-    cfg.sde.name = "cosine"
+    cfg.sde.name = "sigmoid"
     with pytest.raises(ValueError, match="config.sde.name"):
         B.build_sde(cfg)
     cfg = B.default_config()

@@ -6,27 +6,61 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from ml_collections import ConfigDict
 
 from .. import data as data_lib
+from .. import schedules
 from ..losses import DSMLoss, ddpm_loss, smld_loss
 from ..models import ScoreModel
 from ..sde import SDE, VESDE, VPSDE, subVPSDE
 from .networks import get_model
 
-__all__ = ["SDES", "build_sde", "build_data", "build_net", "build_model", "build_loss", "train_kwargs",
+__all__ = ["SDES", "SCHEDULE_SDES", "build_sde", "build_data", "build_net", "build_model", "build_loss", "train_kwargs",
            "sampler_kwargs", "event_shape"]
 
 SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
+
+
+def _load_betas(spec: str, N: int) -> torch.Tensor:
+    """``config.sde.betas``: 'ddpm_linear' | 'iddpm_cosine' (N steps) or a .pt / .npy / text file of betas."""
+    if spec == "ddpm_linear":
+        return schedules.ddpm_linear_betas(N)
+    if spec == "iddpm_cosine":
+        return schedules.iddpm_cosine_betas(N)
+    p = Path(spec).expanduser()
+    if not p.is_file():
+        raise ValueError(f"config.sde.betas must be 'ddpm_linear', 'iddpm_cosine' or a file of betas "
+                         f"(.pt, .npy or text), got {spec!r}")
+    if p.suffix == ".pt":
+        return torch.load(p, weights_only=True)
+    return torch.as_tensor(np.load(p, allow_pickle=False) if p.suffix == ".npy" else np.loadtxt(p)).reshape(-1)
+
+
+def _schedule_T(s, default: float) -> float:
+    return float(s.T) if s.get("T", 0.0) else default
+
+
+#: the schedules of :mod:`score_sde.schedules` by ``config.sde.name``: name -> builder from ``config.sde``
+SCHEDULE_SDES = {
+    "cosine": lambda s: schedules.CosineVPSDE(s=s.cosine_s, T=_schedule_T(s, 0.9946), N=s.N),
+    "edm": lambda s: schedules.EDMSDE(sigma_min=s.edm_sigma_min, sigma_max=s.edm_sigma_max, N=s.N),
+    "rectified_flow": lambda s: schedules.LinearInterpolantSDE(T=_schedule_T(s, 0.99), N=s.N),
+    "discrete": lambda s: schedules.DiscreteVPSDE(_load_betas(s.betas, s.N), T=_schedule_T(s, 1.0)),
+}
 
 
 def build_sde(cfg: ConfigDict) -> SDE:
     """The forward SDE of ``cfg.sde``."""
     s = cfg.sde
     name = s.name.lower()
+    if name in SCHEDULE_SDES:
+        return SCHEDULE_SDES[name](s)
     if name not in SDES:
-        raise ValueError(f"config.sde.name must be one of {sorted(SDES)}, got {s.name!r}")
+        raise ValueError(f"config.sde.name must be one of {sorted(SDES) + sorted(SCHEDULE_SDES)}, got {s.name!r}")
     if name == "vesde":
         return VESDE(sigma_min=s.sigma_min, sigma_max=s.sigma_max, N=s.N)
     return SDES[name](beta_min=s.beta_min, beta_max=s.beta_max, N=s.N)

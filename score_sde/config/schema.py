@@ -3,7 +3,9 @@
 Configs are ``ml_collections.ConfigDict`` trees with these sections (see :func:`default_config` for
 every key and its meaning):
 
-``sde``       name ('vpsde' | 'subvpsde' | 'vesde'), beta_min, beta_max, sigma_min, sigma_max, N
+``sde``       name ('vpsde' | 'subvpsde' | 'vesde' | a key of ``factories.SCHEDULE_SDES``: 'cosine' | 'edm' |
+              'rectified_flow' | 'discrete'), beta_min, beta_max, sigma_min, sigma_max, N, and the
+              schedule keys T, cosine_s, edm_sigma_min, edm_sigma_max, betas
 ``data``      dataset, root, image_size, num_channels, centered, uniform_dequantization, random_flip
 ``model``     name (a key of ``score_sde.models.MODELS``), output, time_label, label_scale, ema_rate,
               and the backbone's own constructor arguments (reference names: nf, ch_mult, ...)
@@ -53,6 +55,12 @@ def default_config() -> ConfigDict:
     sde.sigma_min = 0.01          # VE: noise levels sigma_min (sigma_max / sigma_min)^t
     sde.sigma_max = 50.0
     sde.N = 1000                  # discrete steps (DDPM / SMLD tables, discrete losses)
+    # schedules of score_sde.schedules (config.factories.SCHEDULE_SDES)
+    sde.T = 0.0                   # end time; 0: the SDE's default (cosine 0.9946, rectified_flow 0.99, discrete 1)
+    sde.cosine_s = 0.008          # cosine: improved DDPM's offset s
+    sde.edm_sigma_min = 0.002     # edm: t = sigma runs over [edm_sigma_min, edm_sigma_max]
+    sde.edm_sigma_max = 80.0
+    sde.betas = "ddpm_linear"     # discrete: 'ddpm_linear' | 'iddpm_cosine' (N steps) or a .pt/.npy/.txt file of betas
 
     c.data = d = ConfigDict()
     d.dataset = "digits"          # one of score_sde.data.DATASETS
@@ -65,7 +73,7 @@ def default_config() -> ConfigDict:
 
     c.model = m = ConfigDict()
     m.name = "mlp"                # backbone for score_sde.models.get_model: 'mlp' | 'ddpm' | 'ncsnpp'
-    m.output = "eps"              # what the net predicts: 'eps' | 'score' | 'x0' | 'edm'
+    m.output = "eps"              # what the net predicts: 'eps' | 'score' | 'x0' | 'edm' | 'v' | 'flow'
     m.time_label = "t"            # 't' | 'timestep' | 'sigma' | 'log_sigma' | 'edm'
     m.label_scale = 1.0           # labels = label_scale * t for time_label='t' (999 for DDPM nets)
     m.ema_rate = 0.999
@@ -82,7 +90,7 @@ def default_config() -> ConfigDict:
     c.training = t = ConfigDict()
     t.batch_size = 128
     t.n_iters = 20000
-    t.weighting = "likelihood"    # DSM weighting: 'sigma2' | 'likelihood' | 'none'
+    t.weighting = "likelihood"    # DSM weighting: 'sigma2' | 'likelihood' | 'none' | 'flow'
     t.time_sampling = "importance"  # 'uniform' | 'importance' | 'discrete'
     t.loss = "dsm"                # 'dsm' (continuous) | 'ddpm' | 'smld' (discrete special cases)
     t.reduce_mean = False         # mean instead of sum over data dimensions

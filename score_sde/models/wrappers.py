@@ -8,7 +8,13 @@ decided here, outside the network:
     ``"score"``: the score itself; ``"eps"``: the noise z (score = ``-eps / sigma``);
     ``"x0"``: the clean data (score = ``(alpha x0 - x) / sigma^2``); ``"edm"``: EDM's
     preconditioned denoiser (Karras et al. 2022) on ``x / alpha`` at noise ``sigma / alpha``,
-    with ``c_skip, c_out, c_in, c_noise = log(sigma_edm) / 4``.
+    with ``c_skip, c_out, c_in, c_noise = log(sigma_edm) / 4``; ``"v"``: v-prediction
+    ``v = alpha eps - sigma x0`` (x0 = ``(alpha x - sigma v) / (alpha^2 + sigma^2)``; for VP
+    schedules ``v = dx_t / dphi`` with ``alpha = cos phi``, ``sigma = sin phi``; elsewhere it is
+    ``r d(x_t / r) / dphi`` with ``r = sqrt(alpha^2 + sigma^2)``, ``tan phi = sigma / alpha``);
+    ``"flow"``: the flow velocity ``u = alpha'(t) x0 + sigma'(t) eps`` (rectified flow / flow
+    matching), which is the probability-flow drift, so score = ``2 (f x - u) / g^2``.
+    Each converts exactly to a score for every schedule.
 ``time_label``
     ``"t"``: the continuous time ``label_scale * t`` (the paper's VP nets use ``label_scale=999``);
     ``"timestep"``: DDPM's integer-step label ``N t / T - 1`` (a float between grid points);
@@ -31,7 +37,7 @@ from ..utils import append_dims
 
 __all__ = ["ScoreModel", "OUTPUTS", "TIME_LABELS"]
 
-OUTPUTS = ("score", "eps", "x0", "edm")
+OUTPUTS = ("score", "eps", "x0", "edm", "v", "flow")
 TIME_LABELS = ("t", "timestep", "sigma", "log_sigma", "edm")
 
 
@@ -121,14 +127,32 @@ class ScoreModel(nn.Module):
             return out
         if self.output == "eps":
             return -out / append_dims(sigma, x.ndim)
-        # x0 and edm both yield a data prediction
+        if self.output == "flow":
+            return self._score_from_flow(x, out, t)
+        if self.output == "v":
+            out = self._x0_from_v(x, out, alpha, sigma)
+        # x0, edm and v yield a data prediction
         return (append_dims(alpha, x.ndim) * out - x) / append_dims(sigma ** 2, x.ndim)
+
+    def _score_from_flow(self, x, u, t):
+        # u = f x - g^2 score / 2 (the probability-flow drift)
+        return (append_dims(self.sde.f(t), x.ndim) * x - u) * append_dims(2.0 / self.sde.g2(t), x.ndim)
+
+    @staticmethod
+    def _x0_from_v(x, v, alpha, sigma):
+        # alpha x - sigma v = (alpha^2 + sigma^2) x0
+        return (append_dims(alpha, x.ndim) * x - append_dims(sigma, x.ndim) * v) / \
+            append_dims(alpha ** 2 + sigma ** 2, x.ndim)
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Posterior-mean estimate of x_0, shaped like x."""
         out, alpha, sigma = self._raw(x, t)
         if self.output in ("x0", "edm"):
             return out
+        if self.output == "v":
+            return self._x0_from_v(x, out, alpha, sigma)
+        if self.output == "flow":
+            out = self._score_from_flow(x, out, t)
         if self.output == "eps":
             return (x - append_dims(sigma, x.ndim) * out) / append_dims(alpha, x.ndim)
         return (x + append_dims(sigma ** 2, x.ndim) * out) / append_dims(alpha, x.ndim)
