@@ -131,6 +131,9 @@ class Solver:
         default_grid: grid name used when ``grid`` is not given.
         default_steps: steps used when ``steps`` is not given.
         options: accepted keyword options and their defaults.
+        supports_after_step: accepts the ``after_step(x, t) -> x`` hook of :func:`sample`
+            (single-step solvers; multistep solvers keep a history the hook would make stale,
+            integrator back-ends cannot stop between steps).
     """
 
     name: str = ""
@@ -142,6 +145,9 @@ class Solver:
     default_steps: Optional[int] = 1000
     uses_grid: bool = True
     options: Dict[str, Any] = {}
+    supports_after_step: bool = True
+    #: the solver's ``step`` calls ``state["after_step"]`` itself (e.g. after predictor and corrector)
+    after_step_in_step: bool = False
 
     def __init__(self, sde, **options):
         unknown = sorted(set(options) - set(self.options))
@@ -175,14 +181,20 @@ class Solver:
         raise NotImplementedError
 
     def solve(self, m: Evaluator, x: torch.Tensor, grid: torch.Tensor,
-              callback: Optional[Callable] = None) -> torch.Tensor:
-        """Run :meth:`step` over consecutive grid times; returns x at ``grid[-1]``."""
+              callback: Optional[Callable] = None, after_step: Optional[Callable] = None) -> torch.Tensor:
+        """Run :meth:`step` over consecutive grid times; returns x at ``grid[-1]``.
+
+        ``after_step(x, t) -> x`` (optional) is applied after every step that reaches time t.
+        """
         ts = [float(v) for v in grid]
         state = self.init_state(x, grid)
         state["grid"] = ts
+        state["after_step"] = after_step
         for i in range(len(ts) - 1):
             state["index"] = i
             x = self.step(m, x, ts[i], ts[i + 1], state)
+            if after_step is not None and not self.after_step_in_step:
+                x = after_step(x, ts[i + 1])
             m.check(x, i, ts[i], ts[i + 1])
             if callback is not None:
                 callback({"step": i, "t": ts[i + 1], "x": x, "nfe": m.nfe})
@@ -199,7 +211,7 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
            eps: Optional[float] = None, generator: Optional[torch.Generator] = None, device=None,
            dtype: Optional[torch.dtype] = None, x_init: Optional[torch.Tensor] = None, grid=None,
            final_step: str = "denoise", callback: Optional[Callable] = None, check_finite: bool = True,
-           **options) -> SampleOutput:
+           after_step: Optional[Callable] = None, **options) -> SampleOutput:
     """Draw samples from the reverse process of ``sde`` driven by ``score_fn``.
 
     Args:
@@ -223,6 +235,13 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
             ``E[x_0 | x_eps]`` (one more score call); ``"none"``: return x at eps.
         callback: called after every step with a dict ``{"step", "t", "x", "nfe"}``.
         check_finite: raise :class:`NonFiniteError` naming the step and time if NaN/Inf appears.
+        after_step: optional ``after_step(x, t) -> x`` (t a float): called after every update that
+            moves the state to time t, and the solver continues from its return value
+            (predictor-corrector: after the predictor and after each corrector iteration). Used by
+            the replacement method of :mod:`score_sde.conditional`. Only solvers with
+            ``supports_after_step`` accept it (not the multistep ``dpmpp_2m``, ``dpmpp_3m``,
+            ``dpmpp_2m_sde``, nor the back-ends ``ode``, ``sdeint``). Not applied after the final
+            denoising step.
         **options: method options (e.g. ``predictor``, ``corrector``, ``snr``, ``n_steps``,
             ``eta``, ``rtol``, ``atol``); unknown ones raise ValueError listing the accepted ones.
 
@@ -239,6 +258,14 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
     if callback is not None and not callable(callback):
         raise ValueError("callback must be callable (it receives a dict with step, t, x, nfe)")
     solver = SOLVERS[method](sde, **options)
+    if after_step is not None:
+        if not callable(after_step):
+            raise ValueError("after_step must be a callable after_step(x, t) -> x")
+        if not solver.supports_after_step:
+            ok = sorted(k for k, v in SOLVERS.items() if v.supports_after_step)
+            raise ValueError(f"method {method!r} does not support after_step (multistep solvers keep a history "
+                             f"that changing x makes stale; adaptive back-ends cannot stop between steps); "
+                             f"use one of {ok}")
     if eps is None:
         eps = solver.default_eps() if hasattr(solver, "default_eps") else sde.sampling_eps
     try:
@@ -285,7 +312,10 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
     # ---------------------------------------------------------------- integrate
     m = Evaluator(sde, score_fn, generator=generator, check_finite=check_finite, method=method)
     with torch.no_grad():
-        x = solver.solve(m, x, grid_t, callback)
+        if after_step is None:
+            x = solver.solve(m, x, grid_t, callback)
+        else:
+            x = solver.solve(m, x, grid_t, callback, after_step=after_step)
         if final_step == "denoise":
             t_end = float(grid_t[-1])
             x = m.denoise(x, t_end)

@@ -93,6 +93,7 @@ class DPMSolverPP(Solver):
     Options: ``solver_order`` (fixed by the registered names ``dpmpp_2m`` / ``dpmpp_3m``),
     ``lower_order_final`` (see the module docstring).
     """
+    supports_after_step = False  # keeps a history / integrates between steps itself
     name = "dpmpp"
     ode = True
     default_grid = "quadratic"
@@ -162,6 +163,7 @@ class DPMSolverPP3M(DPMSolverPP):
 
 class DPMSolverPP2MSDE(Solver):
     """SDE-DPM-Solver++(2M), midpoint form, with ``eta`` (1: the reverse SDE; 0: like 2M)."""
+    supports_after_step = False  # keeps a history / integrates between steps itself
     name = "dpmpp_2m_sde"
     order = 1
     stochastic = True

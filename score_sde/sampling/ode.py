@@ -29,6 +29,7 @@ class ProbabilityFlowODE(Solver):
     (adaptive methods only), ``ode_options`` (dict passed to ``torchdiffeq.odeint`` as
     ``options``).
     """
+    supports_after_step = False  # keeps a history / integrates between steps itself
     name = "ode"
     ode = True
     default_grid = "uniform_t"

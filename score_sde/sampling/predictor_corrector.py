@@ -63,6 +63,7 @@ class PredictorCorrector(Solver):
     stochastic = True
     default_grid = "uniform_t"
     default_steps = 1000
+    after_step_in_step = True
     options = {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16, "n_steps": 1,
                "probability_flow": False, "order": "predictor_first", "variance": "posterior",
                "langevin_norm": "sample"}
@@ -143,7 +144,7 @@ class PredictorCorrector(Solver):
         t_up = min(t + self.sde.T / self.sde.N, self.sde.T)
         return math.exp(2.0 * (m.coef(t_up)["log_alpha"] - m.coef(t)["log_alpha"])) if t_up > t else 1.0
 
-    def correct(self, m: Evaluator, x, t):
+    def correct(self, m: Evaluator, x, t, after_step=None):
         o = self.opts
         if o["corrector"] == "none":
             return x
@@ -161,12 +162,20 @@ class PredictorCorrector(Solver):
             else:
                 e = 2.0 * a * (o["snr"] * m.coef(t)["sigma"]) ** 2
                 x = x + e * grad + math.sqrt(2.0 * e) * z
+            if after_step is not None:
+                x = after_step(x, t)
         return x
 
     def step(self, m, x, t, s, state):
+        # the after_step hook (if any) runs after the predictor and after each corrector iteration
+        hook = state.get("after_step")
         if self.opts["order"] == "corrector_first":
-            return self.predict(m, self.correct(m, x, t), t, s)
-        return self.correct(m, self.predict(m, x, t, s), s)
+            x = self.predict(m, self.correct(m, x, t, hook), t, s)
+            return x if hook is None else hook(x, s)
+        x = self.predict(m, x, t, s)
+        if hook is not None:
+            x = hook(x, s)
+        return self.correct(m, x, s, hook)
 
 
 class EulerMaruyama(PredictorCorrector):

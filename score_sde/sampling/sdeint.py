@@ -36,6 +36,7 @@ class TorchSDE(Solver):
     Options: ``sde_method`` (one of :data:`SDE_METHODS`, default "euler"), ``adaptive`` (False),
     ``rtol``/``atol`` (adaptive only, default 1e-3/1e-3), ``dt_min`` (adaptive only).
     """
+    supports_after_step = False  # keeps a history / integrates between steps itself
     name = "sdeint"
     stochastic = True
     default_grid = "uniform_t"
