@@ -14,6 +14,7 @@ from .models import MLP, ScoreModel, get_model
 from .sampling import SOLVERS, SampleOutput, sample
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, subVPSDE
 from .training import EMA, CheckpointError, load_model, train
+from . import conditional  # noqa: E402  (controllable generation; imports sampling)
 
 __all__ = [
     "__version__",
@@ -25,5 +26,5 @@ __all__ = [
     "train", "EMA", "load_model", "CheckpointError",
     "Gaussian", "GaussianMixture",
     "load_config", "default_config",
-    "analytic", "builders", "data", "evaluation", "likelihood", "losses", "models", "sampling", "sde", "training", "utils",
+    "analytic", "conditional", "builders", "data", "evaluation", "likelihood", "losses", "models", "sampling", "sde", "training", "utils",
 ]
