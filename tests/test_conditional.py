@@ -374,18 +374,12 @@ def test_bad_inputs_raise_clear_errors():
         cond.classifier_guidance(gm.score_fn(sde), clf.logits_fn(sde), 0, scale=float("nan"))
     with pytest.raises(ValueError, match="label must be an integer"):
         cond.classifier_free_guidance(clf.conditional_score_fn(sde), 0.5)
-    unconditional = score_sde.ScoreModel(score_sde.MLP(dim=4), sde) if _has_score_model() else torch.nn.Linear(4, 4)
+    unconditional = score_sde.ScoreModel(score_sde.MLP(event_shape=4, hidden=8, num_blocks=1), sde)
     with pytest.raises(ValueError, match="unconditional"):
         cond.classifier_free_guidance(unconditional, 0)
+    with pytest.raises(ValueError, match="unconditional"):
+        cond.classifier_free_guidance(clf.conditional_score_fn(sde), 0, n_classes=0)
     with pytest.raises(ValueError, match="no component"):
         an.MixtureClassifier(gm, [0, 2])
     with pytest.raises(ValueError, match="zeta"):
         cond.dps_sample(sde, gm.score_fn(sde), ok, (4, 4), steps=3, zeta=-1)
-
-
-def _has_score_model():
-    try:
-        score_sde.ScoreModel(score_sde.MLP(dim=4), score_sde.VPSDE())
-        return True
-    except Exception:
-        return False
