@@ -7,7 +7,7 @@ import torch
 import score_sde
 from score_sde import analytic as an
 from score_sde import conditional as cond
-from score_sde.sampling import SOLVERS, sample
+from score_sde.sampling import sample
 from score_sde.sampling.predictor_corrector import CORRECTORS, PREDICTORS
 
 torch.set_num_threads(1)
