@@ -145,7 +145,8 @@ def main():
         print(f"# {name}: posterior weights (>1%) "
               f"{[(i, round(float(v), 3)) for i, v in enumerate(post.weights) if v > 0.01]}; "
               f"floor (weights TV, spread, centres) = {tuple(round(v, 3) for v in floor)}; exact sample check "
-              f"{tuple(round(v, 3) for v in metrics(exact, post, prior))}")
+              f"{tuple(round(v, 3) for v in metrics(exact, post, prior))}; exact median residual ||y - A x|| "
+              f"{float(meas.residual(exact).reshape(n, -1).norm(dim=1).median()):.3f}")
     print(f"n = {n} samples per row; each cell: value (Monte Carlo floor)\n")
 
     if not args.skip_approx:
