@@ -168,6 +168,9 @@ def main():
                     (f"RePaint r=4 (ancestral, {S // 4} steps)", lambda g: cond.replacement_sample(
                         sde, score, meas, (n, 64), method="ancestral", steps=S // 4, resample=4, generator=g,
                         dtype=F64)),
+                    (f"RePaint r=4 (ancestral, {S} steps: 4x the calls)", lambda g: cond.replacement_sample(
+                        sde, score, meas, (n, 64), method="ancestral", steps=S, resample=4, generator=g,
+                        dtype=F64)),
                     (f"RePaint r=10 (ancestral, {S // 10} steps)", lambda g: cond.replacement_sample(
                         sde, score, meas, (n, 64), method="ancestral", steps=S // 10, resample=10, generator=g,
                         dtype=F64)),
