@@ -5,7 +5,7 @@ sample ``(B,)``; ``x_t = alpha(t) x_0 + sigma(t) z`` (see :mod:`score_sde.sde`).
 """
 __version__ = "0.1.0"
 
-from . import (analytic, builders, config, data, evaluation, interop, likelihood, losses, models, quantization, sampling,
+from . import (analytic, builders, conditional, config, data, evaluation, interop, likelihood, losses, models, quantization, sampling,
                schedules, sde, training, utils)
 from .analytic import Gaussian, GaussianMixture
 from .config import default_config, get_model, load_config
@@ -28,6 +28,6 @@ __all__ = [
     "train", "EMA", "load_model", "CheckpointError",
     "Gaussian", "GaussianMixture",
     "load_config", "default_config",
-    "analytic", "builders", "config", "data", "evaluation", "interop", "likelihood", "losses", "models", "quantization",
-    "sampling", "schedules", "sde", "training", "utils",
+    "analytic", "builders", "conditional", "config", "data", "evaluation", "interop", "likelihood", "losses", "models",
+    "quantization", "sampling", "schedules", "sde", "training", "utils",
 ]
