@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import torch
 
+from . import defaults as _defaults
 from . import grids as _grids
 
 __all__ = ["SampleOutput", "Solver", "Evaluator", "NonFiniteError", "sample", "SOLVERS"]
@@ -211,7 +212,8 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
         steps: number of solver steps (grid intervals); the solver's default if omitted. The NFE
             is ``steps * evals_per_step`` (+1 for the final denoising step); adaptive solvers
             ("ode" with an adaptive method, "sdeint" with ``adaptive=True``) choose their own.
-        eps: end time of the integration, default ``sde.sampling_eps``.
+        eps: end time of the integration; default: where ``sigma/alpha`` reaches
+            :data:`score_sde.sampling.defaults.END_SIGMA`; ``"paper"``: ``sde.sampling_eps``.
         generator: ``torch.Generator`` for the prior and all noise: the same seed gives the same
             samples. Its device is used when ``device`` is omitted.
         device, dtype: of the samples (default: the generator's device / x_init's; float32).
@@ -239,14 +241,7 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
     if callback is not None and not callable(callback):
         raise ValueError("callback must be callable (it receives a dict with step, t, x, nfe)")
     solver = SOLVERS[method](sde, **options)
-    if eps is None:
-        eps = solver.default_eps() if hasattr(solver, "default_eps") else sde.sampling_eps
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise ValueError(f"eps must be a number in (0, T), got {eps!r}") from None
-    if not (0.0 < eps < sde.T):
-        raise ValueError(f"eps (end time) must lie in (0, T) = (0, {sde.T}), got {eps!r}")
+    eps = _defaults.resolve_eps(sde, eps, solver)
     if steps is None:
         steps = solver.default_steps
     if steps is not None:

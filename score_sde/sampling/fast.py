@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 from .base import Evaluator, Solver
+from .unipc import UniCAttachable
 from .. import utils
 
 __all__ = ["DDIM", "Heun", "DPMSolverPP", "DPMSolverPP2M", "DPMSolverPP3M", "DPMSolverPP2MSDE"]
@@ -91,7 +92,8 @@ class DPMSolverPP(Solver):
     """Multistep DPM-Solver++ in data prediction; ``solver_order`` 1, 2 or 3.
 
     Options: ``solver_order`` (fixed by the registered names ``dpmpp_2m`` / ``dpmpp_3m``),
-    ``lower_order_final`` (see the module docstring).
+    ``lower_order_final`` (see the module docstring); ``corrector="unic"`` on ``dpmpp_2m`` /
+    ``dpmpp_3m`` adds UniPC's corrector at no extra call (:mod:`score_sde.sampling.unipc`).
     """
     name = "dpmpp"
     ode = True
@@ -148,16 +150,18 @@ class DPMSolverPP(Solver):
         return x_new
 
 
-class DPMSolverPP2M(DPMSolverPP):
+class DPMSolverPP2M(UniCAttachable, DPMSolverPP):
     """DPM-Solver++(2M): second order, one score call per step."""
     name = "dpmpp_2m"
     solver_order = 2
+    options = {**DPMSolverPP.options, **UniCAttachable.corrector_options}
 
 
-class DPMSolverPP3M(DPMSolverPP):
+class DPMSolverPP3M(UniCAttachable, DPMSolverPP):
     """DPM-Solver++(3M): third order, one score call per step."""
     name = "dpmpp_3m"
     solver_order = 3
+    options = {**DPMSolverPP.options, **UniCAttachable.corrector_options}
 
 
 class DPMSolverPP2MSDE(Solver):
