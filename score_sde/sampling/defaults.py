@@ -20,7 +20,7 @@ import torch
 __all__ = ["END_SIGMA", "eps_at_noise_level", "resolve_eps"]
 
 #: default end noise level ``sigma/alpha`` (chosen by measurement; see docs/sampling.md)
-END_SIGMA = 2e-3
+END_SIGMA = 1e-3
 
 
 def eps_at_noise_level(sde, sigma_end: float) -> float:
