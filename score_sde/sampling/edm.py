@@ -29,7 +29,7 @@ class EDMStochastic(Solver):
     ``S_noise`` (1)."""
     name = "edm"
     evals_per_step = 2
-    default_grid = "karras"
+    default_grid = "log_snr"
     default_steps = 25
     options = {"S_churn": 10.0, "S_tmin": 0.0, "S_tmax": math.inf, "S_noise": 1.0}
 

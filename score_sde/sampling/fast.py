@@ -74,7 +74,7 @@ class Heun(Solver):
     order = 2
     ode = True
     evals_per_step = 2
-    default_grid = "karras"
+    default_grid = "log_snr"   # karras (EDM's) measured 3x worse with the default end point (docs/sampling.md)
     default_steps = 18
     options = {}
 
