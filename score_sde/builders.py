@@ -116,7 +116,7 @@ def default_config() -> ConfigDict:
     c.sampling = s = ConfigDict()
     s.method = "euler_maruyama"   # a key of score_sde.sampling.SOLVERS
     s.steps = 100
-    s.eps = 0.0                   # end time; <= 0 means the SDE's sampling_eps
+    s.eps = 0.0                   # end time; <= 0: the sampler's default (sigma/alpha = 0.001); see sampling/defaults.py
     s.n = 64                      # number of samples written by `score-sde sample`
     s.batch_size = 256
 
