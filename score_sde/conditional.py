@@ -42,6 +42,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .sampling import SOLVERS, SampleOutput, sample
+from .sampling.defaults import resolve_eps
 from .sampling import grids as _grids
 from .utils import append_dims
 
@@ -332,7 +333,7 @@ def replacement_sample(sde, score_fn, measurement: Measurement, shape=None, meth
 
 def _repaint(sde, score_fn, x, hook, method, steps, eps, grid, resample, generator, final_step, options):
     solver = SOLVERS[method](sde, **options)   # checks the options; its own default end time and grid
-    eps = solver.default_eps() if eps is None else float(eps)
+    eps = resolve_eps(sde, eps, solver)
     steps = solver.default_steps if steps is None else steps
     ts = solver.prepare(grid, steps, eps)
     ts = [float(v) for v in ts]

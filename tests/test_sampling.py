@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import score_sde
-from score_sde.sampling import SOLVERS, NonFiniteError, grids, sample
+from score_sde.sampling import SOLVERS, NonFiniteError, defaults, grids, sample
 
 torch.set_num_threads(1)
 
@@ -134,7 +134,7 @@ def test_callback_receives_every_step():
     got = []
     sample(sde, GAUSS.score_fn(sde), (4, 4), method="heun", steps=7, callback=got.append)
     assert [d["step"] for d in got] == list(range(7))
-    assert got[-1]["t"] == pytest.approx(sde.sampling_eps) and got[-1]["nfe"] == 14
+    assert got[-1]["t"] == pytest.approx(defaults.resolve_eps(sde, None)) and got[-1]["nfe"] == 14
 
 
 # ------------------------------------------------------------------------------------------ distributions

@@ -9,7 +9,7 @@ import torch
 
 import score_sde
 from score_sde import likelihood
-from score_sde.sampling import SOLVERS, NonFiniteError, Solver, base, sample, supporting_after_step
+from score_sde.sampling import SOLVERS, NonFiniteError, Solver, base, defaults, sample, supporting_after_step
 from score_sde.sampling.ode import ADAPTIVE_METHODS, FIXED_METHODS
 from score_sde.sde import CountingScoreFn, torchdiffeq_methods
 
@@ -51,9 +51,12 @@ def test_evals_per_step_matches_counted_calls_for_every_method(method):
 
 @pytest.mark.parametrize("method", sorted(m for m, c in SOLVERS.items() if c.ode))
 def test_a_corrector_on_an_ode_solver_is_refused_by_metadata(method):
+    """ODE solvers refuse a (Langevin) corrector; those that declare an ODE corrector of their
+    own (UniC) refuse every other value of the option."""
     sde = score_sde.VPSDE()
     score = Counter(GAUSS.score_fn(sde))
-    with pytest.raises(ValueError, match=r"ode=True.*no corrector"):
+    own = "corrector" in SOLVERS[method].options
+    with pytest.raises(ValueError, match=r"corrector must be .*'unic'" if own else r"ode=True.*no corrector"):
         sample(sde, score, (4, 3), method=method, corrector="langevin")
     assert score.calls == 0
 
@@ -78,7 +81,7 @@ def test_hooks_are_declared_on_the_base_class():
     for hook in ("validate", "default_eps", "prepare", "init_state", "step", "solve"):
         assert callable(getattr(Solver, hook))
     sde = score_sde.VESDE()
-    assert SOLVERS["heun"](sde).default_eps() == sde.sampling_eps
+    assert SOLVERS["heun"](sde).default_eps() == defaults.eps_at_noise_level(sde, defaults.END_SIGMA)
     assert SOLVERS["ddpm"](sde).default_eps() == sde.T / sde.N
 
 
@@ -118,7 +121,7 @@ def test_after_step_is_applied_and_the_solver_continues_from_it(method, opts, pe
     free = sample(sde, GAUSS.score_fn(sde), (64, 3), method=method, steps=5, final_step="none",
                   generator=torch.Generator().manual_seed(0), **opts)
     assert float(free.samples.abs().max()) > 0.2                       # so the clamp did something
-    grid = score_sde.sampling.grids.uniform_t(sde, 5, sde.sampling_eps).tolist()
+    grid = score_sde.sampling.grids.uniform_t(sde, 5, defaults.resolve_eps(sde, None)).tolist()
     assert seen[-1] == grid[-1] and set(seen) <= set(grid)
 
 
@@ -175,9 +178,9 @@ def test_no_host_sync_per_step_for_fixed_grid_solvers(method, opts):
 def test_non_finite_values_are_reported_at_the_first_bad_step():
     sde = score_sde.VPSDE()
     good = GAUSS.score_fn(sde)
-    # uniform grid of 10 steps: the first score time below 0.5 is t_6 = 0.4006, used by step 6
+    # uniform grid of 10 steps: the first score time below 0.5 is t_6 = 0.4000, used by step 6
     bad = lambda x, t: good(x, t) * (float("nan") if float(t[0]) < 0.5 else 1.0)  # noqa: E731
-    with pytest.raises(NonFiniteError, match=r"step 6 \(from t=0\.4006"):
+    with pytest.raises(NonFiniteError, match=r"step 6 \(from t=0\.4000"):
         sample(sde, bad, (4, 3), method="euler_maruyama", steps=10)
     # and beyond the periodic host check: a NaN at step 70 of 100 is named too
     late = lambda x, t: good(x, t) * (float("nan") if float(t[0]) < 0.3 else 1.0)  # noqa: E731

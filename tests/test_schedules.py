@@ -259,6 +259,12 @@ SOLVER_CASES = [
     ("dpmpp_2m_sde", {}, 40, None),
     ("ode", {}, None, None),
     ("sdeint", {}, 150, None),
+    ("unipc", {}, 15, None),
+    ("deis", {}, 15, None),
+    ("dpm_solver_2s", {}, 20, None),
+    ("dpm_solver_3s", {}, 8, None),
+    ("dpmpp_2s", {}, 10, None),
+    ("edm", {}, 30, None),
 ]
 
 

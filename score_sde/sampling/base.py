@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import torch
 
+from . import defaults as _defaults
 from . import grids as _grids
 from ..sde import CountingScoreFn
 
@@ -175,7 +176,8 @@ class Solver:
         order: convergence order of the deterministic part (weak order 1 for stochastic
             predictors); informational (the convergence-slope tests check the claimed orders).
         stochastic: draws noise (``Evaluator.randn_like`` refuses to draw otherwise).
-        ode: integrates the probability-flow ODE; a corrector (option ``corrector``) is refused.
+        ode: integrates the probability-flow ODE; a corrector (option ``corrector``) is refused
+            unless the solver declares one of its own in ``options`` (an ODE corrector, e.g. UniC).
         evals_per_step: ``score_fn`` calls per step (``None`` for adaptive solvers); the tests
             check it against counted calls for every method.
         default_grid: grid name used when ``grid`` is not given.
@@ -202,7 +204,7 @@ class Solver:
 
     def __init__(self, sde, **options):
         name = self.name or type(self).__name__
-        if CORRECTOR_OPTION in options and self.ode:
+        if CORRECTOR_OPTION in options and self.ode and CORRECTOR_OPTION not in self.options:
             raise ValueError(f"method {name!r} does not accept option(s) [{CORRECTOR_OPTION!r}]: it integrates the "
                              f"probability-flow ODE (ode=True), so no corrector may be attached; correctors belong "
                              f"to {_accepting(CORRECTOR_OPTION)}")
@@ -251,8 +253,10 @@ class Solver:
         return None if self.evals_per_step is None else steps * self.evals_per_step
 
     def default_eps(self) -> float:
-        """End time used when ``eps`` is not given: the one place where the default is chosen."""
-        return self.sde.sampling_eps
+        """End time used when ``eps`` is not given: the time where the noise level
+        ``sigma/alpha`` is :data:`score_sde.sampling.defaults.END_SIGMA` (override for a solver
+        with its own fixed end, as ``ddpm``)."""
+        return _defaults.eps_at_noise_level(self.sde, _defaults.END_SIGMA)
 
     def make_grid(self, grid, steps: int, eps: float) -> torch.Tensor:
         return _grids.make_grid(self.default_grid if grid is None else grid, self.sde, steps, eps)
@@ -319,7 +323,8 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
         steps: number of solver steps (grid intervals); the solver's default if omitted. The NFE
             is ``steps * evals_per_step`` (+1 for the final denoising step); adaptive solvers
             ("ode" with an adaptive method, "sdeint" with ``adaptive=True``) choose their own.
-        eps: end time of the integration, default ``sde.sampling_eps``.
+        eps: end time of the integration; default: where ``sigma/alpha`` reaches
+            :data:`score_sde.sampling.defaults.END_SIGMA`; ``"paper"``: ``sde.sampling_eps``.
         generator: ``torch.Generator`` for the prior and all noise: the same seed gives the same
             samples. Its device is used when ``device`` is omitted.
         device, dtype: of the samples (default: the generator's device / x_init's; float32).
@@ -362,14 +367,7 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
                              f"that a modified state makes stale; adaptive back-ends cannot take it); methods "
                              f"that support it: {supporting_after_step()}")
     solver = SOLVERS[method](sde, **options)
-    if eps is None:
-        eps = solver.default_eps()
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise ValueError(f"eps must be a number in (0, T), got {eps!r}") from None
-    if not (0.0 < eps < sde.T):
-        raise ValueError(f"eps (end time) must lie in (0, T) = (0, {sde.T}), got {eps!r}")
+    eps = _defaults.resolve_eps(sde, eps, solver)
     if steps is None:
         steps = solver.default_steps
     if steps is not None:
