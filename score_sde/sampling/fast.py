@@ -130,8 +130,8 @@ class DPMSolverPP(Solver):
         return max(k, 1)
 
     def step(self, m: Evaluator, x, t, s, state):
-        if self.solver_order == 2:
-            return self._step_2m(m, x, t, s, state)
+        if self.solver_order == 2 and self.opts.get("corrector", "none") == "none":
+            return self._step_2m(m, x, t, s, state)   # fused form (UniC needs the denoise call below)
         ct, cs = m.coef(t), m.coef(s)
         lt, ls = 0.5 * ct["lam"], 0.5 * cs["lam"]
         h = ls - lt
