@@ -38,7 +38,7 @@ from .sde import SDE, VESDE, VPSDE, subVPSDE
 
 __all__ = [
     "default_config", "load_config", "apply_overrides", "parse_override_args", "config_keys",
-    "build_sde", "build_data", "build_net", "build_model", "build_loss", "train_kwargs", "sampler_kwargs",
+    "build_sde", "build_data", "build_net", "build_model", "build_loss", "sigma_data", "train_kwargs", "sampler_kwargs",
     "event_shape", "CONFIG_DIR", "find_config", "list_configs",
 ]
 
@@ -81,6 +81,7 @@ def default_config() -> ConfigDict:
     m.time_label = "t"            # 't' | 'timestep' | 'sigma' | 'log_sigma' | 'edm'
     m.label_scale = 1.0           # labels = label_scale * t for time_label='t' (999 for DDPM nets)
     m.ema_rate = 0.999
+    m.sigma_data = 0.5            # EDM's data std (output='edm', weighting='edm'); <= 0: measured from the train split
     # MLP keys (see score_sde.models.MLP); image backbones use the paper's keys instead
     m.hidden = 512
     m.num_blocks = 4
@@ -99,6 +100,8 @@ def default_config() -> ConfigDict:
     t.loss = "dsm"                # 'dsm' (continuous) | 'ddpm' | 'smld' (discrete special cases)
     t.reduce_mean = False         # mean instead of sum over data dimensions
     t.eps = 1e-5                  # smallest training time
+    t.p_mean = -1.2               # time_sampling='lognormal': log(sigma/alpha) ~ N(p_mean, p_std^2) (EDM)
+    t.p_std = 1.2
     t.log_freq = 100
     t.snapshot_freq = 5000        # checkpoint every this many steps (and at the end)
     t.snapshot_sampling = True    # write a sample grid at every checkpoint
@@ -359,7 +362,21 @@ def build_model(cfg: ConfigDict, sde: Optional[SDE] = None, device=None):
     sde = build_sde(cfg) if sde is None else sde
     m = cfg.model
     return ScoreModel(build_net(cfg, device), sde, output=m.output, time_label=m.time_label,
-                      label_scale=m.label_scale)
+                      label_scale=m.label_scale, sigma_data=sigma_data(cfg))
+
+
+def sigma_data(cfg: ConfigDict) -> float:
+    """``config.model.sigma_data``, or when it is <= 0 the pixel std of the (undequantised,
+    preprocessed) train split, rounded to 3 digits (toy data: of 10000 fresh points)."""
+    v = float(cfg.model.get("sigma_data", 0.5))
+    if v > 0:
+        return v
+    ds = build_data(cfg)
+    if ds.kind == "points":
+        x = ds.sample(10000, generator=torch.Generator().manual_seed(0))
+    else:
+        x = ds.preprocess(ds.raw("train").float(), train=False, dequantize=False)
+    return round(float(x.double().std()), 3)
 
 
 def build_loss(cfg: ConfigDict, sde: Optional[SDE] = None) -> DSMLoss:
@@ -373,7 +390,9 @@ def build_loss(cfg: ConfigDict, sde: Optional[SDE] = None) -> DSMLoss:
         return smld_loss(sde, reduce=reduce)
     if t.loss != "dsm":
         raise ValueError(f"config.training.loss must be 'dsm', 'ddpm' or 'smld', got {t.loss!r}")
-    return DSMLoss(sde, weighting=t.weighting, time_sampling=t.time_sampling, eps=t.eps, reduce=reduce)
+    return DSMLoss(sde, weighting=t.weighting, time_sampling=t.time_sampling, eps=t.eps, reduce=reduce,
+                   sigma_data=sigma_data(cfg) if t.weighting == "edm" else 0.5,
+                   p_mean=t.get("p_mean", -1.2), p_std=t.get("p_std", 1.2))
 
 
 def train_kwargs(cfg: ConfigDict) -> Dict:
