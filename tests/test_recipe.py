@@ -136,3 +136,66 @@ def test_folder_config_reads_sigma_data_from_the_images(tmp_path):
     assert (model.output, loss.weighting, loss.time_sampling) == ("edm", "edm", "lognormal")
     per = loss(model, x[:4], generator=torch.Generator().manual_seed(0))
     assert per.shape == (4,) and torch.isfinite(per).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# a short training on a 2-D mixture: ODE and SDE samples agree with each other and with the truth
+# ---------------------------------------------------------------------------------------------
+
+_STD = 0.1
+_MIX = GaussianMixture(torch.tensor([[-1.0, -0.5], [1.0, 0.5], [0.0, 1.0]]), covs=_STD ** 2)
+
+
+def _train_toy(output, weighting, time_sampling, steps=800):
+    from score_sde.models import MLP
+
+    sde = VPSDE()
+    torch.manual_seed(0)
+    sd = 0.8                                           # about the mixture's std
+    model = ScoreModel(MLP(2, hidden=64, num_blocks=2, layer_norm=False), sde, output=output,
+                       time_label="edm" if output == "edm" else "t", sigma_data=sd)
+    loss = DSMLoss(sde, weighting=weighting, time_sampling=time_sampling, sigma_data=sd)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    for i in range(steps):
+        for pg in opt.param_groups:
+            pg["lr"] = 3e-3 * (1 - i / steps)
+        l = loss(model, _MIX.sample(256, generator=g, dtype=torch.float32), generator=g).mean()
+        opt.zero_grad()
+        l.backward()
+        opt.step()
+    return sde, model.eval().requires_grad_(False)
+
+
+def _mode_stats(x):
+    """(share farther than 4 std from every mode, rms distance to the nearest mode / std)."""
+    d = torch.cdist(x.double(), _MIX.means)
+    k = d.argmin(1)
+    spread = ((x.double() - _MIX.means[k]).square().sum(1).mean() / 2).sqrt() / _STD
+    return float((d.min(1).values > 4 * _STD).double().mean()), float(spread)
+
+
+def _ode_and_sde(sde, model):
+    from score_sde.sampling import sample
+
+    eps = float(sde.t_from_log_snr(torch.tensor(-2 * math.log(0.002))))   # sigma/alpha = 0.002
+    out = {}
+    for method, steps in (("dpmpp_2m", 49), ("euler_maruyama", 300)):
+        x = sample(sde, model, (2000, 2), method=method, steps=steps, eps=eps,
+                   generator=torch.Generator().manual_seed(2)).samples
+        out[method] = _mode_stats(x)
+    return out
+
+
+def _serves_both(stats):
+    (off_o, spr_o), (off_s, spr_s) = stats["dpmpp_2m"], stats["euler_maruyama"]
+    return off_o < 0.04 and off_s < 0.04 and 0.9 < spr_o < 1.2 and 0.9 < spr_s < 1.2 and abs(spr_o - spr_s) < 0.15
+
+
+def test_edm_recipe_serves_ode_and_sde_and_eps_likelihood_does_not():
+    sde, model = _train_toy("edm", "edm", "lognormal")
+    good = _ode_and_sde(sde, model)
+    assert _serves_both(good), good
+    sde, model = _train_toy("eps", "likelihood", "importance")
+    bad = _ode_and_sde(sde, model)
+    assert not _serves_both(bad), bad
