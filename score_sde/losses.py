@@ -19,12 +19,19 @@ with ``reduce`` a sum (default) or mean over the data dimensions. Weightings ``l
   ``u_hat - u = -(g^2 / 2)(s + z / sigma)``. Under the linear interpolant (``alpha = 1 - t``,
   ``sigma = t``) the weight is ``1 / (1 - t)^2`` and the target ``z - x_0``: rectified flow /
   conditional flow matching (:func:`flow_matching_loss`). Defined for every SDE.
+* ``"edm"``: ``(s^2 + sigma_data^2) / sigma_data^2`` with ``s = sigma(t) / alpha(t)`` (Karras et al.
+  2022): since ``sigma s + z = (D - x_0) / s`` for the data prediction ``D``, this is EDM's
+  ``lambda(s) ||D - x_0||^2`` with ``lambda = (s^2 + sigma_data^2) / (s sigma_data)^2``, i.e. unit weight
+  on the preconditioned network output of ``ScoreModel(output="edm")``. Use it with
+  ``time_sampling="lognormal"``.
 
 Time sampling: ``"uniform"`` on ``[eps, T]``; ``"importance"`` draws t with density proportional
 to ``g(t)^2 / sigma(t)^2`` (the variance-reduced estimator of the likelihood-weighted loss, valid
 for every SDE: the inverse CDF is tabulated numerically) and reweights so that the expectation
 equals the uniform-t likelihood-weighted loss; ``"discrete"`` draws the grid times
-``t_i = T (i+1)/N`` (DDPM and SMLD training). The discrete DDPM and SMLD losses are this loss with
+``t_i = T (i+1)/N`` (DDPM and SMLD training); ``"lognormal"`` draws EDM's noise levels,
+``log(sigma/alpha) ~ N(p_mean, p_std^2)`` truncated to the levels of ``[eps, T]``, and maps them to t through
+the SDE's schedule view (``t = sde.t_from_log_snr(-2 log s)``), so it serves VP, sub-VP and VE alike. The discrete DDPM and SMLD losses are this loss with
 discrete times and ``sigma2`` weighting: see :func:`ddpm_loss` and :func:`smld_loss`.
 
 Weighting and reduction over the batch happen at the call site (``loss_fn(...).mean()``).
@@ -41,8 +48,8 @@ from .utils import append_dims, as_time, check_positive
 
 __all__ = ["DSMLoss", "ddpm_loss", "smld_loss", "flow_matching_loss"]
 
-_WEIGHTINGS = ("sigma2", "likelihood", "none", "flow")
-_TIME_SAMPLING = ("uniform", "importance", "discrete")
+_WEIGHTINGS = ("sigma2", "likelihood", "none", "flow", "edm")
+_TIME_SAMPLING = ("uniform", "importance", "discrete", "lognormal")
 
 
 class DSMLoss:
@@ -54,13 +61,17 @@ class DSMLoss:
         time_sampling: ``"uniform"`` | ``"importance"`` | ``"discrete"``.
         eps: smallest training time (default ``sde.training_eps``).
         reduce: ``"sum"`` or ``"mean"`` over the data dimensions.
+        sigma_data: the data std of the ``"edm"`` weighting (match ``ScoreModel(sigma_data=...)``).
+        p_mean, p_std: mean and std of ``log(sigma/alpha)`` for ``time_sampling="lognormal"``
+            (EDM's -1.2 and 1.2).
 
     Call ``loss_fn(score_fn, x0, t=None, noise=None, generator=None) -> (B,)`` with
     ``score_fn(x, t) -> like x`` (a wrapped network or an exact score).
     """
 
     def __init__(self, sde: SDE, weighting: str = "sigma2", time_sampling: str = "uniform",
-                 eps: Optional[float] = None, reduce: str = "sum"):
+                 eps: Optional[float] = None, reduce: str = "sum", sigma_data: float = 0.5,
+                 p_mean: float = -1.2, p_std: float = 1.2):
         if weighting not in _WEIGHTINGS:
             raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}")
         if time_sampling not in _TIME_SAMPLING:
@@ -77,11 +88,14 @@ class DSMLoss:
         if not self.eps < sde.T:
             raise ValueError(f"eps must be below T={sde.T}, got {self.eps}")
         self.reduce = reduce
+        self.sigma_data = check_positive("sigma_data", sigma_data)
+        self.p_mean, self.p_std = float(p_mean), check_positive("p_std", p_std)
         self._icdf = _importance_table(sde, self.eps) if time_sampling == "importance" else None
 
     def __repr__(self):
         return (f"DSMLoss({self.sde!r}, weighting={self.weighting!r}, time_sampling={self.time_sampling!r}, "
-                f"eps={self.eps}, reduce={self.reduce!r})")
+                f"eps={self.eps}, reduce={self.reduce!r}, sigma_data={self.sigma_data}, p_mean={self.p_mean}, "
+                f"p_std={self.p_std})")
 
     def sample_t(self, batch: int, device=None, dtype=torch.float32, generator: Optional[torch.Generator] = None):
         """Draw training times, shape ``(batch,)``."""
@@ -93,6 +107,8 @@ class DSMLoss:
         u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
         if self.time_sampling == "uniform":
             return (self.eps + u * (self.sde.T - self.eps)).to(dtype)
+        if self.time_sampling == "lognormal":
+            return self._lognormal_t(u).to(dtype)
         grid_u, grid_t, _ = self._icdf
         return _interp(u, grid_u.to(u.device), grid_t.to(u.device)).to(dtype)
 
@@ -108,9 +124,20 @@ class DSMLoss:
             return 1.0 / sigma2
         if self.weighting == "flow":
             return self.sde.g2(t) ** 2 / (4.0 * sigma2)
+        if self.weighting == "edm":
+            s2 = sigma2 / self.sde.alpha(t) ** 2
+            return (s2 + self.sigma_data ** 2) / self.sigma_data ** 2
         if self.time_sampling == "importance":
             return torch.full_like(t, self._normaliser / (self.sde.T - self.eps))
         return self.sde.g2(t) / sigma2
+
+    def _lognormal_t(self, u: torch.Tensor) -> torch.Tensor:
+        """t whose ``log(sigma/alpha)`` is the truncated-normal quantile u (float64 in and out)."""
+        ends = torch.tensor([self.eps, self.sde.T], dtype=torch.float64, device=u.device)
+        log_s = -0.5 * self.sde.log_snr(ends)                      # log(sigma/alpha) at eps and T
+        lo, hi = torch.special.ndtr((log_s - self.p_mean) / self.p_std)
+        log_s = self.p_mean + self.p_std * torch.special.ndtri(lo + u * (hi - lo))
+        return self.sde.t_from_log_snr(-2.0 * log_s).clamp(self.eps, self.sde.T)
 
     @property
     def _normaliser(self) -> float:

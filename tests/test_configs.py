@@ -17,8 +17,11 @@ def test_configs_are_shipped_for_every_sde():
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_every_shipped_config_builds(name, tmp_path_factory):
+def test_every_shipped_config_builds(name, tmp_path, tmp_path_factory):
     cfg = B.load_config(name)
+    if cfg.data.dataset == "folder":          # needs images: a generated folder (sigma_data is read from them)
+        from test_recipe import write_image_folder
+        cfg.data.root = str(write_image_folder(tmp_path, cfg.data.image_size, cfg.data.num_channels))
     sde = B.build_sde(cfg)
     expected = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE, "cosine": CosineVPSDE,
                 "rectified_flow": LinearInterpolantSDE}[name.split("/")[0]]

@@ -10,8 +10,8 @@
   ``build_loss``, ``train_kwargs``, ``sampler_kwargs``;
 * :mod:`.paper`: the paper's configs (:func:`reference_config`, :func:`cifar10_config`).
 """
-from .factories import (SDES, build_data, build_loss, build_model, build_net, build_sde, event_shape,
-                        sampler_kwargs, train_kwargs)
+from .factories import (SCHEDULE_SDES, SDES, build_data, build_loss, build_model, build_net, build_sde, event_shape,
+                        sampler_kwargs, sigma_data, train_kwargs)
 from .networks import get_model, model_kwargs
 from .paper import REFERENCE_CONFIGS, cifar10_config, default_model_config, reference_config, reference_names
 from .schema import (CONFIG_DIR, apply_overrides, config_keys, default_config, find_config, list_configs,
@@ -21,7 +21,7 @@ __all__ = [
     "default_config", "load_config", "apply_overrides", "parse_override_args", "config_keys", "CONFIG_DIR",
     "find_config", "list_configs", "load_run_config",
     "get_model", "model_kwargs",
-    "SDES", "build_sde", "build_data", "build_net", "build_model", "build_loss", "train_kwargs", "sampler_kwargs",
+    "SDES", "SCHEDULE_SDES", "sigma_data", "build_sde", "build_data", "build_net", "build_model", "build_loss", "train_kwargs", "sampler_kwargs",
     "event_shape",
     "REFERENCE_CONFIGS", "reference_config", "default_model_config", "cifar10_config", "reference_names",
 ]

@@ -19,7 +19,7 @@ from ..models import ScoreModel
 from ..sde import SDE, VESDE, VPSDE, subVPSDE
 from .networks import get_model
 
-__all__ = ["SDES", "SCHEDULE_SDES", "build_sde", "build_data", "build_net", "build_model", "build_loss", "train_kwargs",
+__all__ = ["SDES", "SCHEDULE_SDES", "build_sde", "build_data", "build_net", "build_model", "build_loss", "sigma_data", "train_kwargs",
            "sampler_kwargs", "event_shape"]
 
 SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
@@ -106,7 +106,21 @@ def build_model(cfg: ConfigDict, sde: Optional[SDE] = None, device=None, seed: O
     sde = build_sde(cfg) if sde is None else sde
     m = cfg.model
     return ScoreModel(build_net(cfg, device, seed=seed), sde, output=m.output, time_label=m.time_label,
-                      label_scale=m.label_scale)
+                      label_scale=m.label_scale, sigma_data=sigma_data(cfg))
+
+
+def sigma_data(cfg: ConfigDict) -> float:
+    """``config.model.sigma_data``, or when it is <= 0 the pixel std of the (undequantised,
+    preprocessed) train split, rounded to 3 digits (toy data: of 10000 fresh points)."""
+    v = float(cfg.model.get("sigma_data", 0.5))
+    if v > 0:
+        return v
+    ds = build_data(cfg)
+    if ds.kind == "points":
+        x = ds.sample(10000, generator=torch.Generator().manual_seed(0))
+    else:
+        x = ds.preprocess(ds.raw("train").float(), train=False, dequantize=False)
+    return round(float(x.double().std()), 3)
 
 
 def build_loss(cfg: ConfigDict, sde: Optional[SDE] = None) -> DSMLoss:
@@ -120,7 +134,9 @@ def build_loss(cfg: ConfigDict, sde: Optional[SDE] = None) -> DSMLoss:
         return smld_loss(sde, reduce=reduce)
     if t.loss != "dsm":
         raise ValueError(f"config.training.loss must be 'dsm', 'ddpm' or 'smld', got {t.loss!r}")
-    return DSMLoss(sde, weighting=t.weighting, time_sampling=t.time_sampling, eps=t.eps, reduce=reduce)
+    return DSMLoss(sde, weighting=t.weighting, time_sampling=t.time_sampling, eps=t.eps, reduce=reduce,
+                   sigma_data=sigma_data(cfg) if t.weighting == "edm" else 0.5,
+                   p_mean=t.get("p_mean", -1.2), p_std=t.get("p_std", 1.2))
 
 
 def train_kwargs(cfg: ConfigDict) -> Dict:

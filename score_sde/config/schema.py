@@ -77,6 +77,7 @@ def default_config() -> ConfigDict:
     m.time_label = "t"            # 't' | 'timestep' | 'sigma' | 'log_sigma' | 'edm'
     m.label_scale = 1.0           # labels = label_scale * t for time_label='t' (999 for DDPM nets)
     m.ema_rate = 0.999
+    m.sigma_data = 0.5            # EDM's data std (output='edm', weighting='edm'); <= 0: measured from the train split
     # MLP keys (see score_sde.models.MLP); image backbones use the paper's keys instead
     m.hidden = 512
     m.num_blocks = 4
@@ -95,6 +96,8 @@ def default_config() -> ConfigDict:
     t.loss = "dsm"                # 'dsm' (continuous) | 'ddpm' | 'smld' (discrete special cases)
     t.reduce_mean = False         # mean instead of sum over data dimensions
     t.eps = 1e-5                  # smallest training time
+    t.p_mean = -1.2               # time_sampling='lognormal': log(sigma/alpha) ~ N(p_mean, p_std^2) (EDM)
+    t.p_std = 1.2
     t.log_freq = 100
     t.snapshot_freq = 5000        # checkpoint every this many steps (and at the end)
     t.snapshot_sampling = True    # write a sample grid at every checkpoint
