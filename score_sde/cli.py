@@ -70,8 +70,15 @@ def _allow_mismatch(sp):
 # argument parsing
 # ---------------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``score-sde sample: error: ... (see -h)``)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} -h)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="score-sde", description="Score-based generative models through SDEs: train, "
+    p = _Parser(prog="score-sde", description="Score-based generative models through SDEs: train, "
                                 "sample, likelihood, evaluate. Config overrides: --config.SECTION.KEY=VALUE.",
                                 epilog=f"Errors print one line; --debug (anywhere) or {DEBUG_ENV}=1 shows the "
                                 "traceback. A --config Python file is code (it runs): use only files you trust; a "
@@ -152,8 +159,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         overrides, rest = parse_override_args(argv)
     except ValueError as e:
-        parser.error(str(e))
-    args = parser.parse_args(rest)
+        print(f"score-sde: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        args = parser.parse_args(rest)
+    except SystemExit as e:          # -h, or a usage error already printed on one line
+        return int(e.code or 0)
     if args.command is None:
         parser.print_help()
         return 2
