@@ -41,8 +41,9 @@ from .io import save_npz, save_visual
 from .likelihood import log_likelihood
 from .sampling import SOLVERS, sample
 from .sde import SDE
-from .training import (CheckpointError, RunLock, RunLockedError, check_config_compatible, check_state_dict,
+from .training import (CheckpointError, ConfigMismatchError, RunLock, RunLockedError, check_state_dict,
                        latest_checkpoint, load_checkpoint, train, unwrap_model)
+from .training import check_config_compatible as _check_config_compatible
 
 __all__ = ["USER_ERRORS", "pick_device", "TrainedRun", "load_trained", "draw_samples", "save_samples", "run_train", "run_sample",
            "run_likelihood", "run_evaluate", "evaluate_model_samples", "convert_checkpoint"]
@@ -334,6 +335,17 @@ def evaluate_model_samples(x: torch.Tensor, ds: Dataset, cfg: ConfigDict, workdi
     out = evaluate_samples(x, seed=seed, **kw)
     out.update(ds.sample_metrics(x))
     return out
+
+
+def check_config_compatible(saved, current, *, where: str, allow_mismatch: bool = False):
+    """:func:`score_sde.training.check_config_compatible`, its refusal naming the override of this
+    layer (``allow_config_mismatch=True``, ``--allow-config-mismatch`` on the command line)."""
+    try:
+        return _check_config_compatible(saved, current, where=where, allow_mismatch=allow_mismatch)
+    except ConfigMismatchError as e:
+        msg = str(e).replace("the explicit override (allow_mismatch=True)",
+                             "allow_config_mismatch=True (--allow-config-mismatch on the command line)")
+        raise ConfigMismatchError(msg, e.keys) from None
 
 
 def _comparable(saved):

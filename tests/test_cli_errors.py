@@ -223,8 +223,7 @@ def config_from_json_dict(d, tmp_path):
 def test_checkpoint_is_checked_against_the_config(vp_run, tmp_path, capsys):
     line = one_line_error(capsys, "sample", "--workdir", vp_run, "--config", "ve/checkerboard", "--n", 4,
                           "--config.model.hidden=32", "--config.model.num_blocks=1", "--config.model.embedding_dim=16")
-    assert "sde.name ('vpsde' in the checkpoint, 'vesde' now)" in line and "--allow-config-mismatch" not in line \
-        or "sde.name" in line
+    assert "sde.name ('vpsde' in the checkpoint, 'vesde' now)" in line and "--allow-config-mismatch" in line
     for cmd in ("likelihood", "evaluate"):
         line = one_line_error(capsys, cmd, "--workdir", vp_run, "--n", 4, "--config.sde.beta_max=10")
         assert "sde.beta_max" in line
@@ -237,10 +236,17 @@ def test_checkpoint_is_checked_against_the_config(vp_run, tmp_path, capsys):
                "--config.sampling.batch_size=3", "--out", tmp_path / "o2") == 0
 
 
-def test_resume_under_another_sde_refuses_unless_allowed(vp_run, capsys):
+def test_resume_under_another_sde_refuses_unless_allowed(vp_run, tmp_path, capsys):
+    import shutil
     line = one_line_error(capsys, "train", "--workdir", vp_run, "--no-progress", "--config.sde.name=vesde")
     assert "sde.name" in line
     assert json.loads((vp_run / "config.json").read_text())["sde"]["name"] == "vpsde"
+    copy = tmp_path / "copy"
+    shutil.copytree(vp_run, copy, ignore=shutil.ignore_patterns(".lock"))
+    with pytest.warns(UserWarning, match="allowed by the override"):
+        assert run("train", "--workdir", copy, "--no-progress", "--config.sde.name=vesde",
+                   "--config.training.n_iters=20", "--allow-config-mismatch") == 0
+    assert json.loads((copy / "config.json").read_text())["sde"]["name"] == "vesde"
 
 
 def test_convert_into_a_run_directory_holds_the_lock(vp_run, tmp_path, monkeypatch):
