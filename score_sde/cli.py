@@ -167,6 +167,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(e.code or 0)
     if args.command is None:
         parser.print_help()
+        print("score-sde: error: give a command (see score-sde -h)", file=sys.stderr)
         return 2
     fmt = warnings.formatwarning
     if not debug:

@@ -118,6 +118,8 @@ def draw_samples(sde: SDE, model, event_shape: Sequence[int], n: int, method: st
                  batch_size: int, eps: Optional[float] = None, **options) -> Tuple[torch.Tensor, int]:
     """``n`` samples ``(n, *event_shape)`` (float32) in batches of ``batch_size``, and the NFE of one
     batch. Batch ``i`` uses a generator seeded with ``seed * 1_000_003 + i`` on ``device``."""
+    n = _check_count("n (the number of samples)", n)
+    batch_size = _check_count("config.sampling.batch_size", batch_size)
     out, nfe = [], 0
     kw = {} if eps is None else {"eps": eps}
     for i, start in enumerate(range(0, n, batch_size)):
@@ -280,6 +282,7 @@ def run_likelihood(cfg: ConfigDict, workdir, split: Optional[str] = None, n: Opt
     n = _check_count("n (the number of examples)", n)
     run = _loaded(run, cfg, workdir, device, checkpoint, allow_config_mismatch)
     ds, dev, e = run.data, run.device, cfg.eval
+    _check_count("config.eval.batch_size", e.batch_size)
     g = torch.Generator(device=dev).manual_seed(seed)
     x, deq, what = ds.likelihood_data(split or e.split, n, seed, e.num_points)
     logps, nfes = [], []

@@ -222,7 +222,8 @@ def load_checkpoint(path: PathLike, map_location="cpu") -> Dict:
     contains pickled objects other than tensors and plain data) or not in this format."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} " + ("is not a file (a directory?)" if path.exists() else
+                                                      "does not exist"))
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read means a bad file
