@@ -41,7 +41,7 @@ from .io import save_npz, save_visual
 from .likelihood import log_likelihood
 from .sampling import SOLVERS, sample
 from .sde import SDE
-from .training import (CheckpointError, ConfigMismatchError, RunLock, RunLockedError, check_state_dict,
+from .training import (CheckpointError, ConfigMismatchError, RunLockedError, check_state_dict,
                        latest_checkpoint, load_checkpoint, train, unwrap_model)
 from .training import check_config_compatible as _check_config_compatible
 
@@ -374,13 +374,9 @@ def convert_checkpoint(src, dst, config, allow_config_mismatch: bool = False) ->
     SDE, network or data shape unless ``allow_config_mismatch``)."""
     cfg = parse_config_arg(config) if isinstance(config, str) else config
     dst = Path(dst)
-    if dst.parent.name != "checkpoints":
-        return convert(src, dst, cfg)
-    workdir = dst.parent.parent
-    with RunLock(workdir, purpose="convert"):
-        run_cfg = workdir / "config.json"
-        if run_cfg.is_file() and isinstance(cfg, ConfigDict) and "sde" in cfg:
-            check_config_compatible(config_lib.config_from_json(run_cfg).to_dict(), _comparable(cfg.to_dict()),
-                                    where=f"run directory {workdir} (config.json)",
-                                    allow_mismatch=allow_config_mismatch)
-        return convert(src, dst, cfg)
+    run_cfg = dst.parent.parent / "config.json"
+    if dst.parent.name == "checkpoints" and run_cfg.is_file() and isinstance(cfg, ConfigDict) and "sde" in cfg:
+        check_config_compatible(config_lib.config_from_json(run_cfg).to_dict(), _comparable(cfg.to_dict()),
+                                where=f"run directory {dst.parent.parent} (config.json)",
+                                allow_mismatch=allow_config_mismatch)
+    return convert(src, dst, cfg)      # holds the run directory's lock while writing

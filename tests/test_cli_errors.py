@@ -250,30 +250,39 @@ def test_resume_under_another_sde_refuses_unless_allowed(vp_run, tmp_path, capsy
 
 
 def test_convert_into_a_run_directory_holds_the_lock(vp_run, tmp_path, monkeypatch):
+    from score_sde.interop import reference
+    from score_sde.training import ConfigMismatchError
     seen = []
 
-    def fake_convert(src, dst, cfg):
+    def record_lock(obj, dst):
         try:
             RunLock(vp_run).acquire().release()
             seen.append("free")
         except RunLockedError:
             seen.append("locked")
-        return Path(dst)
 
-    monkeypatch.setattr(ex, "convert", fake_convert)
+    # a stand-in for the released file: the conversion itself is tested in test_models.py
+    monkeypatch.setattr(reference, "load_reference_checkpoint", lambda src, cfg: (torch.nn.Linear(1, 1), None))
+    monkeypatch.setattr(reference.torch, "load", lambda *a, **k: {})
+    monkeypatch.setattr(reference, "atomic_save", record_lock)
     cfg = load_run_config(vp_run)
-    ex.convert_checkpoint(tmp_path / "src.pth", vp_run / "checkpoints" / "checkpoint_99999999.pt", cfg)
+    dst = vp_run / "checkpoints" / "checkpoint_99999999.pt"
+    ex.convert_checkpoint(tmp_path / "src.pth", dst, cfg)
     ex.convert_checkpoint(tmp_path / "src.pth", tmp_path / "elsewhere.pt", cfg)
-    assert seen == ["locked", "free"]
-    # a trainer running there: convert is refused
+    reference.main([str(tmp_path / "src.pth"), str(dst), "--config", str(vp_run / "config.json")])
+    assert seen == ["locked", "free", "locked"]
+    # a trainer running there: convert is refused, by both entry points
     with RunLock(vp_run):
         with pytest.raises(RunLockedError):
-            ex.convert_checkpoint(tmp_path / "src.pth", vp_run / "checkpoints" / "checkpoint_99999999.pt", cfg)
+            ex.convert_checkpoint(tmp_path / "src.pth", dst, cfg)
+        with pytest.raises(RunLockedError):
+            reference.main([str(tmp_path / "src.pth"), str(dst), "--config", str(vp_run / "config.json")])
     # another SDE than the run's: refused unless allowed
     other = load_run_config(vp_run, overrides=["sde.name=vesde"])
-    from score_sde.training import ConfigMismatchError
     with pytest.raises(ConfigMismatchError, match="sde.name"):
-        ex.convert_checkpoint(tmp_path / "src.pth", vp_run / "checkpoints" / "checkpoint_99999999.pt", other)
+        ex.convert_checkpoint(tmp_path / "src.pth", dst, other)
+    with pytest.warns(UserWarning, match="allowed by the override"):
+        ex.convert_checkpoint(tmp_path / "src.pth", dst, other, allow_config_mismatch=True)
 
 
 # ------------------------------------------------------------------------------ likelihood
