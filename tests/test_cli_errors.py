@@ -297,3 +297,16 @@ def test_nan_score_in_likelihood_names_the_score():
 def test_training_diverged_is_a_user_error():
     assert issubclass(TrainingDivergedError, ex.USER_ERRORS) and issubclass(WorkdirWriteError, ex.USER_ERRORS)
     assert not issubclass(KeyError, ex.USER_ERRORS) and not issubclass(TypeError, ex.USER_ERRORS)
+
+
+def test_bad_inputs_benchmark_has_no_traceback_and_no_silent_result(tmp_path):
+    """benchmarks/bad_inputs.py: every case is a clear one-line error or a valid input accepted."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bad_inputs", REPO / "benchmarks" / "bad_inputs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "bad.json"
+    assert mod.main(["--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    bad = [r for r in res["results"] if r["outcome"] not in ("clear", "accepted")]
+    assert not bad and not res["code_executed"] and res["counts"]["clear"] >= 80
