@@ -78,11 +78,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="score-sde", description="Score-based generative models through SDEs: train, "
-                                "sample, likelihood, evaluate. Config overrides: --config.SECTION.KEY=VALUE.",
-                                epilog=f"Errors print one line; --debug (anywhere) or {DEBUG_ENV}=1 shows the "
-                                "traceback. A --config Python file is code (it runs): use only files you trust; a "
-                                ".json config (a run's config.json) is read as data.")
+    p = _Parser(prog="score-sde",
+                description="Score-based generative models through SDEs: train, sample, likelihood, evaluate. "
+                            "Config overrides: --config.SECTION.KEY=VALUE.",
+                epilog=f"Errors print one line; --debug (anywhere) or {DEBUG_ENV}=1 shows the traceback. A "
+                       "--config Python file is code (it runs): use only files you trust; a .json config (a run's "
+                       "config.json) is read as data.")
     p.add_argument("--debug", action="store_true", help=f"show full tracebacks (also {DEBUG_ENV}=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
