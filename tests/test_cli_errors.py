@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -202,15 +203,21 @@ def test_a_0_1_0_run_keeps_loading(tmp_path):
     from score_sde import config as config_lib
     old = json.loads((DATA / "config_0.1.0.json").read_text())
     old["model"].update(hidden=32, num_blocks=1, embedding_dim=16)
+    old["training"].update(n_iters=2, batch_size=32, log_freq=1, snapshot_freq=2, snapshot_sampling=False)
     wd = tmp_path / "old"
     cfg = config_from_json_dict(old, tmp_path)
     sde = config_lib.build_sde(cfg)
     ds = config_lib.build_data(cfg)
     data, transform = ds.training_data()
     train(config_lib.build_model(cfg, sde), config_lib.build_loss(cfg, sde), data, workdir=wd, transform=transform,
-          config=old, n_steps=2, batch_size=32, log_every=1, checkpoint_every=2, progress=False)
+          config=old, progress=False, **config_lib.train_kwargs(cfg))
     assert "schema_version" not in json.loads((wd / "config.json").read_text())
     assert run("sample", "--workdir", wd, "--method", "ddim", "--steps", 2, "--n", 4, "--out", tmp_path / "s") == 0
+    # resuming it: the version difference is no "changed setting"; config.json is rewritten at version 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run("train", "--workdir", wd, "--no-progress") == 0
+    assert json.loads((wd / "config.json").read_text())["schema_version"] == SCHEMA_VERSION
 
 
 def config_from_json_dict(d, tmp_path):

@@ -226,9 +226,9 @@ def run_directory_lock(dst: PathLike):
 
 
 def parse_config_arg(config: str):
-    """A ``--config`` value: a config file (``.py`` or a path) is loaded, anything else is a
+    """A ``--config`` value: a config file (``.py``, ``.json`` or a path) is loaded, anything else is a
     :func:`score_sde.config.reference_config` name."""
-    if config.endswith(".py") or os.path.sep in config:
+    if config.endswith((".py", ".json")) or os.path.sep in config:
         return load_config(config)
     return config
 
