@@ -16,6 +16,16 @@ resumes from the newest good checkpoint when run again. The other commands read 
 of the newest checkpoint. Outputs: PNG grids for images, scatter plots for 2-D data, ``.npz``
 arrays, metrics as JSON.
 
+Errors: bad input or a bad environment (a missing or corrupt file, an unknown config key, a
+checkpoint trained under another config, an absent device, a full or read-only disk, a busy run
+directory, diverged training: :data:`score_sde.experiment.USER_ERRORS`) print one line
+``score-sde COMMAND: error: ...`` and exit 1; ``--debug`` (anywhere on the line) or the
+environment variable ``SCORE_SDE_DEBUG=1`` shows the full traceback instead. Any other exception
+is a bug and shows its traceback. ``--config`` takes a Python config file (code: it runs, so use
+only files you trust), a shipped name, or a JSON config such as a run's ``config.json`` (data:
+nothing runs). ``--allow-config-mismatch`` loads (or resumes) a checkpoint under a config that
+differs from the one it was trained with in what defines the model.
+
 This module only parses arguments and dispatches: the operations are in
 :mod:`score_sde.experiment`, the demo in :mod:`score_sde.demo`, conversion in
 :mod:`score_sde.interop`.
@@ -24,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -32,47 +44,84 @@ from . import experiment as ex
 from .config import list_configs, load_run_config, parse_override_args
 from .io import write_json
 
-__all__ = ["main"]
+__all__ = ["main", "DEBUG_ENV"]
+
+#: environment variable that turns on ``--debug`` (full tracebacks) when set to 1/true/yes
+DEBUG_ENV = "SCORE_SDE_DEBUG"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {v}")
+    return v
+
+
+def _allow_mismatch(sp):
+    sp.add_argument("--allow-config-mismatch", action="store_true",
+                    help="use a checkpoint even if it was trained under another SDE, network or data shape than "
+                         "the config (default: an error naming the differing keys)")
 
 
 # ---------------------------------------------------------------------------------------------
 # argument parsing
 # ---------------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``score-sde sample: error: ... (see -h)``)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} -h)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="score-sde", description="Score-based generative models through SDEs: train, "
-                                "sample, likelihood, evaluate. Config overrides: --config.SECTION.KEY=VALUE.")
+    p = _Parser(prog="score-sde",
+                description="Score-based generative models through SDEs: train, sample, likelihood, evaluate. "
+                            "Config overrides: --config.SECTION.KEY=VALUE.",
+                epilog=f"Errors print one line; --debug (anywhere) or {DEBUG_ENV}=1 shows the traceback. A "
+                       "--config Python file is code (it runs): use only files you trust; a .json config (a run's "
+                       "config.json) is read as data.")
+    p.add_argument("--debug", action="store_true", help=f"show full tracebacks (also {DEBUG_ENV}=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(sp, config_required=False):
         sp.add_argument("--workdir", required=True, help="run directory (checkpoints, config.json, outputs)")
         sp.add_argument("--config", required=config_required, default=None,
-                        help="config file (a path or a shipped name such as vp/digits)"
+                        help="config: a Python file (code, runs: trust it), a shipped name such as vp/digits, or a "
+                             "JSON config such as a run's config.json (data)"
                         + ("" if config_required else "; default: WORKDIR/config.json"))
         sp.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
     sp = sub.add_parser("train", help="train (or resume) a model from a config")
     common(sp, config_required=False)
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _allow_mismatch(sp)
 
     for name, hlp in (("sample", "draw samples with any solver of score_sde.sampling.SOLVERS"),
                       ("evaluate", "sample and compute metrics (JSON)")):
         sp = sub.add_parser(name, help=hlp)
         common(sp)
         sp.add_argument("--method", default=None, help="solver name (default: config.sampling.method)")
-        sp.add_argument("--steps", type=int, default=None, help="solver steps (default: config.sampling.steps)")
-        sp.add_argument("--n", type=int, default=None, help="number of samples")
+        sp.add_argument("--steps", type=_positive_int, default=None,
+                        help="solver steps (default: config.sampling.steps for fixed-step solvers; adaptive ones "
+                             "such as --method ode choose their own)")
+        sp.add_argument("--n", type=_positive_int, default=None, help="number of samples")
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the newest in WORKDIR)")
+        _allow_mismatch(sp)
         if name == "sample":
             sp.add_argument("--out", default=None, help="output path stem (default WORKDIR/samples/...)")
 
     sp = sub.add_parser("likelihood", help="bits/dim (images) or NLL (toy data) through the probability-flow ODE")
     common(sp)
     sp.add_argument("--split", default=None, choices=["train", "test"], help="data split (default config.eval.split)")
-    sp.add_argument("--n", type=int, default=None, help="number of examples (default: the whole split)")
+    sp.add_argument("--n", type=_positive_int, default=None, help="number of examples (default: the whole split)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--checkpoint", default=None)
+    _allow_mismatch(sp)
 
     sp = sub.add_parser("demo", help="the main job: train on digits, sample with two solvers, test bits/dim")
     sp.add_argument("--workdir", default="runs/demo")
@@ -80,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default=None)
     sp.add_argument("--quick", action="store_true", help="a 1-minute smoke run (few steps, small test subset)")
     sp.add_argument("--no-progress", action="store_true")
+    _allow_mismatch(sp)
 
     sp = sub.add_parser("convert", help="convert a released checkpoint of the paper's code (checkpoint_N.pth of "
                         "yang-song/score_sde_pytorch) into this package's checkpoint format")
@@ -87,28 +137,57 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("dst", help="where to write the converted checkpoint")
     sp.add_argument("--config", required=True, help="a reference config name (e.g. vp_cifar10_ddpmpp_continuous, "
                     "ncsnpp_cifar10; see score_sde.config.reference_names()) or a config file defining get_config()")
+    _allow_mismatch(sp)
 
     sub.add_parser("configs", help="list the shipped config files")
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, line=None):
+    return f"score-sde: {category.__name__}: {' '.join(str(message).split())}\n"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``score-sde`` / ``python -m score_sde``; returns the exit status."""
+    """Entry point of ``score-sde`` / ``python -m score_sde``; returns the exit status.
+
+    User errors (:data:`score_sde.experiment.USER_ERRORS`) print one line and return 1 (130 on
+    Ctrl-C); with ``--debug`` or ``SCORE_SDE_DEBUG=1`` they propagate with their traceback. Other
+    exceptions (bugs) always propagate."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    argv = [a for a in argv if a != "--debug"]
     parser = _parser()
     try:
         overrides, rest = parse_override_args(argv)
     except ValueError as e:
-        parser.error(str(e))
-    args = parser.parse_args(rest)
-    if args.command is None:
-        parser.print_help()
+        print(f"score-sde: error: {e}", file=sys.stderr)
         return 2
     try:
+        args = parser.parse_args(rest)
+    except SystemExit as e:          # -h, or a usage error already printed on one line
+        return int(e.code or 0)
+    if args.command is None:
+        parser.print_help()
+        print("score-sde: error: give a command (see score-sde -h)", file=sys.stderr)
+        return 2
+    fmt = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _one_line_warning
+    try:
         return _dispatch(args, overrides)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"score-sde {args.command}: error: {e}", file=sys.stderr)
+    except ex.USER_ERRORS as e:
+        if debug:
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"score-sde {args.command}: error: {msg} (--debug for the traceback)", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"score-sde {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        warnings.formatwarning = fmt
 
 
 def _dispatch(args, overrides: List[str]) -> int:
@@ -117,13 +196,13 @@ def _dispatch(args, overrides: List[str]) -> int:
             print(name)
         return 0
     if args.command == "convert":
-        print(f"wrote {ex.convert_checkpoint(args.src, args.dst, args.config)}")
+        print(f"wrote {ex.convert_checkpoint(args.src, args.dst, args.config, args.allow_config_mismatch)}")
         return 0
     if args.command == "demo":
         from .demo import run_demo
 
         res = run_demo(args.workdir, config=args.config, overrides=overrides, device=args.device, quick=args.quick,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, allow_config_mismatch=args.allow_config_mismatch)
         print(json.dumps(res["summary"], indent=2))
         return 0
     workdir = Path(args.workdir)
@@ -132,20 +211,24 @@ def _dispatch(args, overrides: List[str]) -> int:
             raise ValueError("train needs --config (a file or a shipped name; see `score-sde configs`), or a "
                              "WORKDIR with config.json to resume")
         cfg = load_run_config(workdir, args.config, overrides)
-        res = ex.run_train(cfg, workdir, device=args.device, progress=not args.no_progress)
+        res = ex.run_train(cfg, workdir, device=args.device, progress=not args.no_progress,
+                           allow_config_mismatch=args.allow_config_mismatch)
         print(json.dumps({"step": res.step, "checkpoint": str(res.checkpoint), "workdir": str(workdir)}))
         return 0
     cfg = load_run_config(workdir, args.config, overrides)
     if args.command == "sample":
         res = ex.run_sample(cfg, workdir, args.method, args.steps, args.n, args.seed, args.device, args.out,
-                         args.checkpoint)
+                            args.checkpoint, allow_config_mismatch=args.allow_config_mismatch)
         write_json(Path(res["npz"]).with_suffix(".json"), res)
     elif args.command == "likelihood":
-        res = ex.run_likelihood(cfg, workdir, args.split, args.n, args.seed, args.device, args.checkpoint)
+        res = ex.run_likelihood(cfg, workdir, args.split, args.n, args.seed, args.device, args.checkpoint,
+                                allow_config_mismatch=args.allow_config_mismatch)
         write_json(workdir / f"likelihood_{res['split'].replace(' ', '_')}.json", res)
     elif args.command == "evaluate":
-        res = ex.run_evaluate(cfg, workdir, args.method, args.steps, args.n, args.seed, args.device, args.checkpoint)
-        write_json(workdir / f"metrics_{res['method']}_{res['steps']}steps.json", res)
+        res = ex.run_evaluate(cfg, workdir, args.method, args.steps, args.n, args.seed, args.device, args.checkpoint,
+                              allow_config_mismatch=args.allow_config_mismatch)
+        steps = "adaptive" if res["steps"] is None else f"{res['steps']}steps"
+        write_json(workdir / f"metrics_{res['method']}_{steps}.json", res)
     print(json.dumps(res, indent=2))
     return 0
 

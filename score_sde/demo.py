@@ -72,7 +72,8 @@ def _log(msg: str):
 
 
 def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Sequence[str] = (), device=None,
-             quick: bool = False, progress: bool = True, solvers=DEMO_SOLVERS) -> Dict:
+             quick: bool = False, progress: bool = True, solvers=DEMO_SOLVERS, allow_config_mismatch: bool = False
+             ) -> Dict:
     """Run the main job; returns ``{"summary": ..., "metrics": ...}`` (also written to metrics.json).
 
     Args:
@@ -84,6 +85,8 @@ def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Seque
             (``DEMO_SCHEDULE`` gives the training stages; an ``n_iters`` / ``lr`` override or
             ``config`` replaces it by one stage.)
         solvers: ``(method, steps)`` pairs to sample with.
+        allow_config_mismatch: reuse a run in ``workdir`` trained under another SDE, network or
+            data shape (default: ConfigMismatchError naming the keys).
     """
     t_start = time.perf_counter()
     workdir = Path(workdir)
@@ -108,14 +111,16 @@ def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Seque
         cfg.training.n_iters, cfg.optim.lr = int(n_iters), float(lr)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="resuming from .* with a different config")
-            res = ex.run_train(cfg, workdir, device=dev, progress=progress)
+            res = ex.run_train(cfg, workdir, device=dev, progress=progress,
+                               allow_config_mismatch=allow_config_mismatch)
     train_s = time.perf_counter() - t0
     _log(f"trained to step {res.step} in {train_s:.0f} s -> {res.checkpoint}")
     if ds.levels is not None:   # stored data: show the test images beside the samples
         n_show = min(100, ds.raw("test").shape[0])
         ex.save_samples(ds.preprocess(ds.raw("test")[:n_show].float(), train=False, dequantize=False), ds,
                         workdir / "samples" / "data_test", title="test data")
-    run = ex.load_trained(workdir, cfg, dev)          # the trained model, read once for the steps below
+    # the trained model, read once for the steps below
+    run = ex.load_trained(workdir, cfg, dev, allow_config_mismatch=allow_config_mismatch)
 
     # 2. sample with two solvers (+ metrics of each)
     sampling = {}

@@ -130,6 +130,11 @@ class _ProbabilityFlow:
         # heuristic may probe outside (it does not bound its trial step by the interval), so its
         # probe time is clamped to the interval (tests check that this happens at most once).
         lo, hi = self.t_range
+        if not bool(torch.isfinite(t)):   # one scalar read; as_time below reads t on the host anyway
+            # an adaptive step size turns NaN once a drift (i.e. the score) was NaN or inf
+            raise FloatingPointError("the score became non-finite (NaN or inf) during the probability-flow ODE "
+                                     "solve, so the solver's next time is NaN: check the model and its weights (a "
+                                     "diverged checkpoint?) and that the data are finite")
         self.clamped = self.clamped + ((t < lo) | (t > hi)).to(torch.int64)
         tt = t.clamp(lo, hi).to(device=x.device, dtype=self.dtype).expand(x.shape[0]).contiguous()
         v, _ = self.rsde.sde(x, tt)

@@ -149,6 +149,11 @@ def describe_load_failure(path, e: Exception) -> str:
     ("it is a text file", "it carries pickled code ...", "it is truncated or corrupt (...)")."""
     path = os.fspath(path)
     text = str(e)
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    plain = head[:2] != b"PK" and head[:1] != b"\x80"     # neither a zip archive nor a protocol-2+ pickle
+    if "Unsupported operand" in text and plain and "GLOBAL" not in text:
+        text = ""                                         # a text file read as a protocol-0 pickle: below
     if "Unsupported global" in text or "Unsupported operand" in text or "weights_only" in text and "GLOBAL" in text:
         name = ""
         for line in text.splitlines():
@@ -157,9 +162,7 @@ def describe_load_failure(path, e: Exception) -> str:
                 break
         return f"it carries pickled code or Python objects{name}, which a weights file never needs, so it was " \
                "refused without running it"
-    with open(path, "rb") as fh:
-        head = fh.read(512)
-    if head[:2] != b"PK" and head[:1] != b"\x80":
+    if plain:
         try:
             head.decode("utf-8")
             return "it is a text file"

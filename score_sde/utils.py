@@ -133,11 +133,14 @@ def atomic_write(path: Union[str, os.PathLike], mode: str, write: Callable[[Any]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if type(e) is OSError and e.filename is None and e.errno is not None:
+            # name the file (a failed write/fsync names none): "[Errno 28] No space left on device: 'x.npz'"
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     _fsync_dir(path.parent)
     return path

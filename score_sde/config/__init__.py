@@ -3,7 +3,8 @@
 * :mod:`.schema`: :func:`default_config` (every key, with its meaning), config files
   (:func:`load_config`, :func:`find_config`, :func:`list_configs`), overrides
   (:func:`apply_overrides`, :func:`parse_override_args`) and a run's saved config
-  (:func:`load_run_config`);
+  (:func:`load_run_config`, JSON configs read as data by :func:`config_from_json`, schema versions
+  and migration: :data:`SCHEMA_VERSION`, :func:`migrate_config_dict`);
 * :mod:`.networks`: :func:`get_model` builds a backbone of :data:`score_sde.models.MODELS` from
   its constructor's signature (no key lists);
 * :mod:`.factories`: ``build_sde``, ``build_data``, ``build_net``, ``build_model``,
@@ -14,12 +15,12 @@ from .factories import (SCHEDULE_SDES, SDES, build_data, build_loss, build_model
                         sampler_kwargs, sigma_data, train_kwargs)
 from .networks import get_model, model_kwargs
 from .paper import REFERENCE_CONFIGS, cifar10_config, default_model_config, reference_config, reference_names
-from .schema import (CONFIG_DIR, apply_overrides, config_keys, default_config, find_config, list_configs,
-                     load_config, load_run_config, parse_override_args)
+from .schema import (CONFIG_DIR, SCHEMA_VERSION, apply_overrides, config_from_json, config_keys, default_config,
+                     find_config, list_configs, load_config, load_run_config, migrate_config_dict, parse_override_args)
 
 __all__ = [
     "default_config", "load_config", "apply_overrides", "parse_override_args", "config_keys", "CONFIG_DIR",
-    "find_config", "list_configs", "load_run_config",
+    "find_config", "list_configs", "load_run_config", "SCHEMA_VERSION", "migrate_config_dict", "config_from_json",
     "get_model", "model_kwargs",
     "SDES", "SCHEDULE_SDES", "sigma_data", "build_sde", "build_data", "build_net", "build_model", "build_loss", "train_kwargs", "sampler_kwargs",
     "event_shape",

@@ -4,6 +4,7 @@ explicit arguments.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Tuple
 
 from pathlib import Path
@@ -165,6 +166,8 @@ def train_kwargs(cfg: ConfigDict) -> Dict:
 def sampler_kwargs(cfg: ConfigDict, method: Optional[str] = None, steps: Optional[int] = None) -> Dict:
     """``method``, ``steps`` and ``eps`` for ``score_sde.sampling.sample`` from ``cfg.sampling``."""
     s = cfg.sampling
+    if s.eps is not None and not math.isfinite(float(s.eps)):
+        raise ValueError(f"config.sampling.eps must be a finite end time (<= 0: the SDE's default), got {s.eps!r}")
     out = {"method": method or s.method, "steps": int(steps if steps is not None else s.steps)}
     if s.eps and s.eps > 0:
         out["eps"] = float(s.eps)

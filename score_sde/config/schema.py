@@ -14,11 +14,20 @@ every key and its meaning):
 ``sampling``  method (a key of ``score_sde.sampling.SOLVERS``), steps, eps, n, batch_size
 ``eval``      likelihood split/batch size/solver tolerances, sample-metric settings
 ``seed``      the global seed
+``schema_version``  the version of this layout (:data:`SCHEMA_VERSION`), saved with every run
 
 Config files are plain Python files defining ``get_config()``; :func:`load_config` imports one
-by path (no absl flags) and applies command-line overrides such as
+by path (no absl flags) -- **a Python config file is code: it runs with your permissions, so load
+only files you trust** -- and applies command-line overrides such as
 ``--config.training.batch_size=64`` with type checks; unknown keys are rejected with the nearest
-valid names. :func:`load_run_config` reads the config a run saved in ``WORKDIR/config.json``.
+valid names. A ``.json`` file (a run's saved ``config.json``) is read as data and runs nothing
+(:func:`config_from_json`). :func:`load_run_config` reads the config a run saved in
+``WORKDIR/config.json``.
+
+Schema versions: version 1 is what score_sde 0.1.0 wrote (no ``schema_version`` key); version 2
+adds the key. A saved config of an older version is migrated (:func:`migrate_config_dict`: missing
+keys take their defaults); in every version a key the schema does not know is an error naming
+the nearest valid keys (a typo in a hand-edited ``config.json`` would otherwise be ignored).
 """
 from __future__ import annotations
 
@@ -32,7 +41,12 @@ from typing import List, Optional, Sequence, Tuple, Union
 from ml_collections import ConfigDict
 
 __all__ = ["default_config", "load_config", "apply_overrides", "parse_override_args", "config_keys",
-           "CONFIG_DIR", "find_config", "list_configs", "load_run_config"]
+           "CONFIG_DIR", "find_config", "list_configs", "load_run_config", "SCHEMA_VERSION", "migrate_config_dict",
+           "config_from_json"]
+
+#: the version of the config layout written into every saved config (``schema_version``);
+#: 1 = score_sde 0.1.0 (which wrote no version key)
+SCHEMA_VERSION = 2
 
 #: the ``configs/`` directory of a source checkout (None when installed without it)
 CONFIG_DIR: Optional[Path] = next((p for p in [Path(__file__).resolve().parents[2] / "configs"] if p.is_dir()),
@@ -46,6 +60,7 @@ CONFIG_DIR: Optional[Path] = next((p for p in [Path(__file__).resolve().parents[
 def default_config() -> ConfigDict:
     """Every key a config may set, with defaults (a VP SDE on the 8x8 digits with an MLP)."""
     c = ConfigDict()
+    c.schema_version = SCHEMA_VERSION   # layout version of saved configs (see the module docstring)
     c.seed = 42
 
     c.sde = sde = ConfigDict()
@@ -163,13 +178,17 @@ def load_config(path: Union[str, Path, None] = None, overrides: Sequence[str] = 
     """Import a config file by path (or shipped name) and apply ``overrides``.
 
     Args:
-        path: a Python file with ``get_config() -> ConfigDict`` (or ``vp/digits`` etc.); None
-            gives :func:`default_config`.
+        path: a Python file with ``get_config() -> ConfigDict`` (or ``vp/digits`` etc.; the file
+            is executed: load only files you trust), or a ``.json`` config (a run's saved
+            ``config.json``, read as data by :func:`config_from_json`); None gives
+            :func:`default_config`.
         overrides: strings ``"training.batch_size=64"`` (an optional ``--config.`` / ``config.``
             prefix is stripped).
     """
     if path is None:
         cfg = default_config()
+    elif str(path).lower().endswith(".json"):
+        cfg = config_from_json(find_config(path))
     else:
         file = find_config(path)
         mod_name = f"_score_sde_config_{abs(hash(str(file.resolve())))}"
@@ -317,24 +336,96 @@ def _tuples(v):
     return v
 
 
-def load_run_config(workdir, config: Optional[str] = None, overrides: Sequence[str] = ()) -> ConfigDict:
-    """The config of a run: ``config`` (a file or shipped name) if given, else ``WORKDIR/config.json``
-    (keys added to the defaults since the run was trained take their default values); then
-    ``overrides``."""
-    if config:
-        return load_config(config, overrides)
-    path = Path(workdir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: train first (score-sde train --config ... --workdir {workdir}) "
-                                f"or pass --config")
-    try:
-        saved = _tuples(json.loads(path.read_text()))
-    except ValueError as e:
-        raise ValueError(f"{path} is not a valid JSON config: {e}") from None
+def _model_keys(model: dict) -> set:
+    """Keys a ``model`` section may hold: the default (MLP) keys, the named backbone's constructor
+    parameters (every backbone's when the name is unknown), the checked reference keys, and the
+    reference configs' copies of the SDE parameters."""
+    import inspect
+
+    from ..models import MODELS
+    from .networks import CHECKED_KEYS
+
+    name = str(model.get("name", "")).lower()
+    classes = [MODELS[name]] if name in MODELS else list(MODELS.values())
+    keys = set(default_config().model.keys()) | set(CHECKED_KEYS) | set(default_config().sde.keys())
+    keys |= {"num_scales", "event_shape"}
+    for cls in classes:
+        keys |= {p for p in inspect.signature(cls.__init__).parameters if p != "self"}
+    return keys
+
+
+def _unknown_keys(saved: dict) -> List[Tuple[str, List[str]]]:
+    """``(dotted key, near matches)`` for every key of ``saved`` the schema does not know."""
+    ref = default_config().to_dict()
+    out = []
+    for k, v in saved.items():
+        if k not in ref:
+            out.append((k, difflib.get_close_matches(k, list(ref), n=3, cutoff=0.6)))
+        elif isinstance(ref[k], dict):
+            if not isinstance(v, dict):
+                out.append((k, [f"{k} must be a section (a JSON object)"]))
+                continue
+            valid = _model_keys(v) if k == "model" else set(ref[k])
+            for kk in v:
+                if kk not in valid:
+                    near = difflib.get_close_matches(kk, sorted(valid), n=3, cutoff=0.6)
+                    out.append((f"{k}.{kk}", [f"{k}.{n}" for n in near]))
+    return out
+
+
+def migrate_config_dict(saved: dict, where: str = "config") -> dict:
+    """A saved config (plain dict, any :data:`SCHEMA_VERSION` up to the current) in the current layout.
+
+    Version 1 (score_sde 0.1.0, no ``schema_version`` key) had the same keys: migrating adds the
+    version. Then keys added to the defaults since the config was written take their default
+    values (every section but ``model``, whose keys depend on the backbone). Raises ValueError for a
+    version newer than this package, or for keys the schema does not know (naming near matches).
+    """
+    if not isinstance(saved, dict):
+        raise ValueError(f"{where} must hold a JSON object (a config), got {type(saved).__name__}")
+    saved = dict(saved)
+    version = saved.pop("schema_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{where}: schema_version must be a positive integer, got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"{where} has schema_version {version}, newer than this score_sde understands "
+                         f"({SCHEMA_VERSION}): upgrade score_sde")
+    # migrations, oldest first: version 1 -> 2 renamed nothing (it adds the version key only)
+    bad = _unknown_keys(saved)
+    if bad:
+        parts = [f"{k!r}" + (f" (did you mean {', '.join(n)}?)" if n else "") for k, n in bad[:6]]
+        raise ValueError(f"{where} has unknown config keys: {'; '.join(parts)}; fix or remove them")
     merged = default_config().to_dict()
     for k, v in saved.items():
         if isinstance(v, dict) and isinstance(merged.get(k), dict) and k != "model":
             merged[k].update(v)
         else:
             merged[k] = v
-    return apply_overrides(ConfigDict(merged), overrides)
+    merged["schema_version"] = SCHEMA_VERSION
+    return merged
+
+
+def config_from_json(path) -> ConfigDict:
+    """Read a JSON config (a run's ``config.json``) as data -- nothing in it is executed -- and
+    migrate it (:func:`migrate_config_dict`)."""
+    path = Path(path)
+    try:
+        saved = _tuples(json.loads(path.read_text(encoding="utf-8")))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a JSON config (not UTF-8 text: {e.reason})") from None
+    except ValueError as e:
+        raise ValueError(f"{path} is not a valid JSON config: {e}") from None
+    return ConfigDict(migrate_config_dict(saved, where=str(path)))
+
+
+def load_run_config(workdir, config: Optional[str] = None, overrides: Sequence[str] = ()) -> ConfigDict:
+    """The config of a run: ``config`` (a file or shipped name) if given, else ``WORKDIR/config.json``
+    (migrated from older schema versions; keys added to the defaults since the run was trained
+    take their default values; unknown keys are an error); then ``overrides``."""
+    if config:
+        return load_config(config, overrides)
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train first (score-sde train --config ... --workdir {workdir}) "
+                                f"or pass --config")
+    return apply_overrides(config_from_json(path), overrides)

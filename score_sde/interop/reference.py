@@ -24,6 +24,7 @@ How the paper's networks are conditioned, in this package's terms
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -35,6 +36,7 @@ from torch import nn
 from ..config import get_model, load_config, reference_config
 from ..models import ScoreModel
 from ..training.checkpoint import FORMAT, atomic_save
+from ..training.lock import RunLock
 
 __all__ = ["load_reference_checkpoint", "reference_score_model", "convert", "strip_prefix", "ClampedSigma",
            "parse_config_arg", "add_arguments", "main"]
@@ -179,7 +181,8 @@ def reference_score_model(net: nn.Module, sde, config) -> ScoreModel:
 def convert(src: PathLike, dst: PathLike, config, step: Optional[int] = None) -> Path:
     """Convert a reference checkpoint ``src`` into this package's training-checkpoint format at ``dst``.
 
-    The output (written atomically) holds ``model`` (raw weights), ``ema`` (the EMA weights as a
+    When ``dst`` lies in a run directory (``WORKDIR/checkpoints/``), that directory's lock is held
+    while writing (:func:`run_directory_lock`). The output (written atomically) holds ``model`` (raw weights), ``ema`` (the EMA weights as a
     full state dict, decay = ``config.model.ema_rate``) and ``config`` (``config.to_dict()``), and
     loads with ``score_sde.training.checkpoint.load_model``. Command line: ``score-sde convert SRC DST
     --config NAME_OR_FILE`` (or ``python -m score_sde.interop``).
@@ -207,14 +210,25 @@ def convert(src: PathLike, dst: PathLike, config, step: Optional[int] = None) ->
     obj["config"] = json.loads(json.dumps(obj["config"]))
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(obj, dst)
+    with run_directory_lock(dst):
+        atomic_save(obj, dst)
     return dst
 
 
+def run_directory_lock(dst: PathLike):
+    """The lock of the run directory ``dst`` is written into (``WORKDIR/checkpoints/NAME.pt``:
+    :class:`score_sde.training.RunLock` of WORKDIR, RunLockedError while a trainer runs there);
+    a no-op context for a file anywhere else."""
+    dst = Path(dst)
+    if dst.parent.name == "checkpoints":
+        return RunLock(dst.parent.parent, purpose="convert")
+    return contextlib.nullcontext()
+
+
 def parse_config_arg(config: str):
-    """A ``--config`` value: a config file (``.py`` or a path) is loaded, anything else is a
+    """A ``--config`` value: a config file (``.py``, ``.json`` or a path) is loaded, anything else is a
     :func:`score_sde.config.reference_config` name."""
-    if config.endswith(".py") or os.path.sep in config:
+    if config.endswith((".py", ".json")) or os.path.sep in config:
         return load_config(config)
     return config
 

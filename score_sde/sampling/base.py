@@ -307,6 +307,23 @@ def _check_steps(steps) -> int:
     return steps
 
 
+def _check_placement(generator, device, dtype):
+    """ValueError for a generator that is not a torch.Generator, a non-floating dtype, or a device
+    this machine lacks (e.g. cuda on a CPU-only build)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), "
+                         f"got {type(generator).__name__} {generator!r}")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise ValueError(f"dtype must be a real floating-point torch dtype (torch.float32, torch.float64), got {dtype!r}")
+    if device is not None:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"unknown device {device!r}: {e}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(dev)!r} requested but CUDA is not available here; use device='cpu'")
+
+
 def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[int] = None,
            eps: Optional[float] = None, generator: Optional[torch.Generator] = None, device=None,
            dtype: Optional[torch.dtype] = None, x_init: Optional[torch.Tensor] = None, grid=None,
@@ -366,6 +383,7 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
             raise ValueError(f"method {method!r} does not support after_step (multistep solvers keep a history "
                              f"that a modified state makes stale; adaptive back-ends cannot take it); methods "
                              f"that support it: {supporting_after_step()}")
+    _check_placement(generator, device, dtype)
     solver = SOLVERS[method](sde, **options)
     eps = _defaults.resolve_eps(sde, eps, solver)
     if steps is None:

@@ -222,7 +222,8 @@ def load_checkpoint(path: PathLike, map_location="cpu") -> Dict:
     contains pickled objects other than tensors and plain data) or not in this format."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} " + ("is not a file (a directory?)" if path.exists() else
+                                                      "does not exist"))
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read means a bad file
@@ -362,7 +363,8 @@ def check_config_compatible(saved: Optional[Dict], current: Optional[Dict], *, w
         return []
     a, b = _flatten(saved), _flatten(current)
     defining = _model_defining(a, a.get("sde.name")) | _model_defining(b, b.get("sde.name"))
-    differ = sorted(k for k in set(a) | set(b) if a.get(k, _ABSENT) != b.get(k, _ABSENT))
+    differ = sorted(k for k in set(a) | set(b)          # schema_version: metadata, migrated on load
+                    if k != "schema_version" and a.get(k, _ABSENT) != b.get(k, _ABSENT))
     hard = [k for k in differ if k in defining]
     soft = [f"{k}: {a.get(k, _ABSENT)!r} -> {b.get(k, _ABSENT)!r}" for k in differ if k not in defining]
     if hard:
