@@ -363,8 +363,12 @@ def check_config_compatible(saved: Optional[Dict], current: Optional[Dict], *, w
         return []
     a, b = _flatten(saved), _flatten(current)
     defining = _model_defining(a, a.get("sde.name")) | _model_defining(b, b.get("sde.name"))
+    # a config of an older schema lacks the keys added since; their defaults reproduce the older
+    # behaviour (that is how the config package migrates), so a key absent from it is no change
+    older = a.get("schema_version", 1) < b.get("schema_version", 1)
     differ = sorted(k for k in set(a) | set(b)          # schema_version: metadata, migrated on load
-                    if k != "schema_version" and a.get(k, _ABSENT) != b.get(k, _ABSENT))
+                    if k != "schema_version" and not (older and k not in a)
+                    and a.get(k, _ABSENT) != b.get(k, _ABSENT))
     hard = [k for k in differ if k in defining]
     soft = [f"{k}: {a.get(k, _ABSENT)!r} -> {b.get(k, _ABSENT)!r}" for k in differ if k not in defining]
     if hard:
