@@ -44,7 +44,7 @@ from .exact import sliced_wasserstein
 from .frechet import FeatureStatistics, FeatureStats, frechet_distance, load_stats, save_stats
 from .metrics import inception_score, kernel_inception_distance
 
-__all__ = ["evaluate_samples", "reference_statistics", "merge_shards", "get_feature_space",
+__all__ = ["evaluate_samples", "reference_statistics", "merge_shards", "get_feature_space", "FEATURE_SPACES",
            "FeatureSpace", "InceptionFeatures", "DigitsFeatures", "RawFeatures", "level_range"]
 
 
@@ -59,17 +59,45 @@ def level_range(levels: int, centered: bool = True):
 # ------------------------------------------------------------------------------- feature spaces
 class FeatureSpace:
     """Base of the feature spaces: ``__call__(x01) -> {"features": (B, D), "logits": (B, K) | None}``
-    on a batch already mapped to ``[0, 1]``. ``levels`` (grey levels, or None for raw data) drives
-    the input mapping; ``keys`` names the output metrics; ``describe()`` says which network it is."""
+    on a batch already mapped to ``[0, 1]``. ``describe()`` says which network it is.
+
+    What the evaluation does with a space is read from these attributes, never from its name:
+
+    - ``levels``: grey levels of its inputs (samples are mapped to ``[0, 1]`` and rounded to them),
+      or None: the samples go in unmapped, in float64;
+    - ``keys``: the names of its metrics in the result (``keys["is"]`` None: no Inception Score);
+    - ``has_logits``: it returns class logits (the Inception Score is defined);
+    - ``image_layout``: ``(N, H, W, C)`` batches are recognised and permuted to ``(N, C, H, W)``;
+    - ``coordinates``: its features are the samples' own coordinates, so the exact metrics (sliced
+      Wasserstein, mean log p_0, a Frechet distance against an analytic distribution) apply;
+    - ``default_reference``: a description of the reference data used when ``reference=`` is not
+      given (None: a Frechet distance / KID needs ``reference=``), whose samples
+      :meth:`default_reference_data` returns.
+
+    :meth:`from_options` builds the space for :func:`get_feature_space` (a name -> class table,
+    :data:`FEATURE_SPACES`).
+    """
 
     name = "custom"
     levels: Optional[int] = None
     keys = {"fd": "fd", "is": "is", "kid": "kid"}
     has_logits = False
     image_layout = False
+    coordinates = False
+    default_reference: Optional[str] = None
 
     def __call__(self, x: torch.Tensor) -> Dict[str, Optional[torch.Tensor]]:
         raise NotImplementedError
+
+    @classmethod
+    def from_options(cls, *, device=None, inception_weights=None, inception_resize="tf", is_logits="unbiased",
+                     digits_classifier=None) -> "FeatureSpace":
+        """The space built from :func:`get_feature_space`'s keyword arguments (each class reads its own)."""
+        return cls()
+
+    def default_reference_data(self) -> torch.Tensor:
+        """The samples behind :attr:`default_reference`, with values in ``[0, 1]``."""
+        raise ValueError("data is required: the reference samples to compute statistics of")
 
     def describe(self) -> dict:
         return {"name": self.name}
@@ -94,6 +122,12 @@ class InceptionFeatures(FeatureSpace):
             raise ValueError(f"is_logits must be 'unbiased' or 'biased', got {is_logits!r}")
         self.model, self.is_logits = model, is_logits
 
+    @classmethod
+    def from_options(cls, *, device=None, inception_weights=None, inception_resize="tf", is_logits="unbiased",
+                     digits_classifier=None):
+        from .inception import load_inception
+        return cls(load_inception(inception_weights, device=device, resize=inception_resize), is_logits=is_logits)
+
     def __call__(self, x):
         dev = next(self.model.parameters()).device
         out = self.model(x.to(dev))
@@ -115,9 +149,22 @@ class DigitsFeatures(FeatureSpace):
     levels = 17
     keys = {"fd": "digits_fd", "is": "digits_is", "kid": "digits_kid"}
     has_logits = True
+    default_reference = "digits test split (360 images)"
 
     def __init__(self, classifier):
         self.classifier = classifier
+
+    @classmethod
+    def from_options(cls, *, device=None, inception_weights=None, inception_resize="tf", is_logits="unbiased",
+                     digits_classifier=None):
+        from .digits_features import DigitsClassifier, train_digits_classifier
+        clf = digits_classifier if isinstance(digits_classifier, DigitsClassifier) else \
+            train_digits_classifier(cache=digits_classifier)
+        return cls(clf)
+
+    def default_reference_data(self):
+        from .digits_features import load_digits_split
+        return load_digits_split("test")[0]
 
     def __call__(self, x):
         with torch.no_grad():
@@ -136,6 +183,7 @@ class RawFeatures(FeatureSpace):
     name = "raw"
     levels = None
     keys = {"fd": "raw_fd", "is": None, "kid": "raw_kid"}
+    coordinates = True
 
     def __call__(self, x):
         return {"features": x.reshape(x.shape[0], -1).double(), "logits": None}
@@ -144,9 +192,14 @@ class RawFeatures(FeatureSpace):
         return {"name": "raw coordinates", "fingerprint": "raw"}
 
 
+#: feature-space names accepted by :func:`get_feature_space` (and ``features=`` everywhere)
+FEATURE_SPACES = {cls.name: cls for cls in (InceptionFeatures, DigitsFeatures, RawFeatures)}
+
+
 def get_feature_space(features="inception", *, device=None, inception_weights=None, inception_resize="tf",
                       is_logits="unbiased", digits_classifier=None) -> FeatureSpace:
-    """A :class:`FeatureSpace` from a name (``"inception"``, ``"digits"``, ``"raw"``) or pass one through.
+    """A :class:`FeatureSpace` from a name (a key of :data:`FEATURE_SPACES`: ``"inception"``,
+    ``"digits"``, ``"raw"``) or pass one through.
 
     ``digits_classifier``: a trained classifier, or a path to cache it at (trained if missing),
     or None (train it now, a few seconds). Inception raises InceptionWeightsNotFoundError without
@@ -154,18 +207,12 @@ def get_feature_space(features="inception", *, device=None, inception_weights=No
     """
     if isinstance(features, FeatureSpace):
         return features
-    if features == "inception":
-        from .inception import load_inception
-        return InceptionFeatures(load_inception(inception_weights, device=device, resize=inception_resize),
-                                 is_logits=is_logits)
-    if features == "digits":
-        from .digits_features import DigitsClassifier, train_digits_classifier
-        clf = digits_classifier if isinstance(digits_classifier, DigitsClassifier) else \
-            train_digits_classifier(cache=digits_classifier)
-        return DigitsFeatures(clf)
-    if features == "raw":
-        return RawFeatures()
-    raise ValueError(f"features must be 'inception', 'digits', 'raw' or a FeatureSpace, got {features!r}")
+    cls = FEATURE_SPACES.get(features) if isinstance(features, str) else None
+    if cls is None:
+        names = ", ".join(repr(k) for k in FEATURE_SPACES)
+        raise ValueError(f"features must be {names} or a FeatureSpace, got {features!r}")
+    return cls.from_options(device=device, inception_weights=inception_weights, inception_resize=inception_resize,
+                            is_logits=is_logits, digits_classifier=digits_classifier)
 
 
 # ------------------------------------------------------------------------------- sample sources
@@ -323,10 +370,7 @@ def reference_statistics(data=None, features="inception", *, cache=None, keep_fe
         return stats
     source = "given data"
     if data is None:
-        if space.name != "digits":
-            raise ValueError("data is required: the reference samples to compute statistics of")
-        from .digits_features import load_digits_split
-        data, source = load_digits_split("test")[0], "digits test split (360 images)"
+        data, source = space.default_reference_data(), space.default_reference
         data_range = (0.0, 1.0)
     elif isinstance(data, (str, os.PathLike)):
         source = os.path.abspath(os.fspath(data))
@@ -369,7 +413,7 @@ def _resolve_reference(reference, space, opts):
             _check_reference_meta(stats, space, os.fspath(reference))
             stats.meta.setdefault("source", os.path.abspath(os.fspath(reference)))
             return stats
-    if reference is None and space.name != "digits":
+    if reference is None and space.default_reference is None:
         return None
     return reference_statistics(reference, space, cache=opts["reference_cache"], keep_features=opts["need_kid"],
                                 data_range=opts["data_range"], quantize=opts["quantize"],
@@ -384,7 +428,7 @@ _METRIC_ALIASES = {"fid": "fd", "fd": "fd", "digits_fd": "fd", "raw_fd": "fd", "
 
 def _resolve_metrics(metrics, space, reference, distribution):
     if metrics is None:
-        if space.name == "raw":
+        if space.coordinates:
             chosen = set()
             if reference is not None or distribution is not None:
                 chosen |= {"fd", "sw"}
@@ -392,7 +436,7 @@ def _resolve_metrics(metrics, space, reference, distribution):
                 chosen.add("log_prob")
         else:
             chosen = {"is"} if space.has_logits else set()
-            if reference is not None or space.name == "digits":
+            if reference is not None or space.default_reference is not None:
                 chosen |= {"fd", "kid"}
         return chosen
     if isinstance(metrics, str):
@@ -404,7 +448,7 @@ def _resolve_metrics(metrics, space, reference, distribution):
         chosen.add(_METRIC_ALIASES[m])
     if "is" in chosen and not space.has_logits:
         raise ValueError(f"the {space.name!r} feature space has no classifier: the Inception Score needs logits")
-    if ("sw" in chosen or "log_prob" in chosen) and space.name != "raw":
+    if ("sw" in chosen or "log_prob" in chosen) and not space.coordinates:
         raise ValueError("sliced_wasserstein and mean_log_p0 are computed on raw coordinates: use features='raw'")
     if "log_prob" in chosen and distribution is None:
         raise ValueError("mean_log_p0 needs distribution= (an analytic distribution with log_prob)")
@@ -549,7 +593,7 @@ def _finalize(st: _State, space: FeatureSpace, reference, distribution, opts) ->
         raise ValueError("no samples to evaluate")
     feats = np.concatenate(st.features) if st.features else None
     finite = st.nonfinite == 0 or space.levels is not None
-    if space.name == "raw":
+    if space.coordinates:       # exact metrics on the coordinates themselves
         ref_stats, ref_raw = None, None
         if reference is not None:
             if isinstance(reference, FeatureStatistics):
