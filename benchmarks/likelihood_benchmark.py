@@ -41,19 +41,9 @@ from scipy import integrate
 
 from score_sde import VESDE, VPSDE, GaussianMixture, subVPSDE
 from score_sde.likelihood import log_likelihood
+from score_sde.sde import CountingScoreFn
 
 SDES = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}
-
-
-class CountingScore:
-    """score_fn wrapper that counts calls."""
-
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        return self.fn(x, t)
 
 
 def reference_likelihood(sde, score_fn, data, *, rtol=1e-5, atol=1e-5, eps=1e-5, method="RK45",
@@ -128,7 +118,7 @@ def run(dims, sdes, tols, batch, seed, reference=True, dtype=torch.float32, file
                 if reference:
                     runs.append(("reference algorithm (scipy RK45, 2 calls/eval)", "reference"))
                 for label, kind in runs:
-                    counter = CountingScore(gm.score_fn(sde))
+                    counter = CountingScoreFn(gm.score_fn(sde))   # its own count, not the solver's
                     gen = torch.Generator().manual_seed(seed + 2)
                     t0 = time.perf_counter()
                     if kind == "reference":
