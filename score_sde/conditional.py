@@ -269,6 +269,21 @@ class Replacement:
         return self.measurement.project(x, y)
 
 
+def _initial_state(sde, shape, x_init, generator, device, dtype) -> torch.Tensor:
+    """``x_init`` (checked against ``shape`` when both are given) or a draw of the prior of ``shape``
+    (on the generator's device unless ``device`` is given; default dtype unless ``dtype``)."""
+    if x_init is not None:
+        if shape is not None and tuple(shape) != tuple(x_init.shape):
+            raise ValueError(f"shape {tuple(shape)} disagrees with x_init of shape {tuple(x_init.shape)}")
+        return x_init
+    if shape is None:
+        raise ValueError("give shape=(B, *event_shape) or x_init")
+    if device is None and generator is not None:
+        device = generator.device
+    return sde.prior_sampling(tuple(shape), generator=generator, device=device,
+                              dtype=dtype if dtype is not None else torch.get_default_dtype())
+
+
 def _check_method_for_hook(method):
     if method not in SOLVERS:
         raise ValueError(f"unknown method {method!r}; available methods: {sorted(SOLVERS)}")
@@ -306,15 +321,7 @@ def replacement_sample(sde, score_fn, measurement: Measurement, shape=None, meth
     if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
         raise ValueError(f"resample must be an integer >= 1 (1: no RePaint resampling), got {resample!r}")
     hook = Replacement(sde, measurement, generator=generator)
-    if x_init is None:
-        if shape is None:
-            raise ValueError("give shape=(B, *event_shape) or x_init")
-        if device is None and generator is not None:
-            device = generator.device
-        x_init = sde.prior_sampling(tuple(shape), generator=generator, device=device,
-                                    dtype=dtype if dtype is not None else torch.get_default_dtype())
-    elif shape is not None and tuple(shape) != tuple(x_init.shape):
-        raise ValueError(f"shape {tuple(shape)} disagrees with x_init of shape {tuple(x_init.shape)}")
+    x_init = _initial_state(sde, shape, x_init, generator, device, dtype)
     measurement.operator.check(x_init)
     measurement.y_like(x_init)                      # shape check before any work
     with torch.no_grad():
@@ -404,14 +411,8 @@ def dps_sample(sde, score_fn, measurement: Measurement, shape=None, steps: int =
     if not 0 < eps < sde.T:
         raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
     ts = [float(v) for v in _grids.make_grid(grid, sde, steps, eps)]
-    if x_init is None:
-        if shape is None:
-            raise ValueError("give shape=(B, *event_shape) or x_init")
-        if device is None and generator is not None:
-            device = generator.device
-        x = sde.prior_sampling(tuple(shape), generator=generator, device=device,
-                               dtype=dtype if dtype is not None else torch.get_default_dtype())
-    else:
+    x = _initial_state(sde, shape, x_init, generator, device, dtype)
+    if x is x_init:
         x = x_init.detach().clone()
     measurement.operator.check(x)
     y = measurement.y_like(x)

@@ -357,6 +357,12 @@ def test_bad_inputs_raise_clear_errors():
         cond.replacement_sample(sde, gm.score_fn(sde), ok, (4, 4), method="dpmpp_2m")
     with pytest.raises(ValueError, match="resample"):
         cond.replacement_sample(sde, gm.score_fn(sde), ok, (4, 4), method="ancestral", resample=0)
+    for run in (lambda **kw: cond.replacement_sample(sde, gm.score_fn(sde), ok, method="ancestral", steps=3, **kw),
+                lambda **kw: cond.dps_sample(sde, gm.score_fn(sde), ok, steps=3, **kw)):
+        with pytest.raises(ValueError, match="disagrees with x_init"):
+            run(shape=(5, 4), x_init=torch.zeros(4, 4))
+        with pytest.raises(ValueError, match="give shape"):
+            run()
     with pytest.raises(ValueError, match="observes nothing"):
         cond.Mask(torch.zeros(4, dtype=torch.bool))
     with pytest.raises(ValueError, match="noise_std"):
