@@ -333,9 +333,7 @@ def evaluate_model_samples(x: torch.Tensor, ds: Dataset, cfg: ConfigDict, workdi
     fraction on the board).
     """
     kw = ds.evaluation_kwargs(x.shape[0], seed, workdir, split=cfg.eval.split)
-    if kw["features"] != "raw":
-        kw["device"] = device
-    out = evaluate_samples(x, seed=seed, **kw)
+    out = evaluate_samples(x, seed=seed, device=device, **kw)   # a space without a network ignores device
     out.update(ds.sample_metrics(x))
     return out
 
