@@ -421,6 +421,40 @@ def test_input_mapping_layouts_and_custom_feature_space():
     torch.testing.assert_close(space.seen, nhwc.permute(0, 3, 1, 2).float() / 255)
 
 
+def test_feature_space_behaviour_comes_from_its_attributes_not_its_name():
+    from score_sde.evaluation import FEATURE_SPACES, FeatureSpace, RawFeatures, get_feature_space
+
+    assert {n: c.name for n, c in FEATURE_SPACES.items()} == {n: n for n in FEATURE_SPACES}
+    gm = GaussianMixture.random(dim=2, n_components=3, seed=0)
+    x = gm.sample(400, generator=torch.Generator().manual_seed(2))
+
+    class Coords(RawFeatures):              # a renamed raw space: still the exact metrics
+        name = "coords"
+
+    a = evaluate_samples(x, features="raw", distribution=gm, n_projections=32)
+    b = evaluate_samples(x, features=Coords(), distribution=gm, n_projections=32)
+    assert set(b["metrics"]) == {"fd", "sw", "log_prob"} and b["feature_space"] == "coords"
+    assert b["raw_fd"] == a["raw_fd"] and b["sliced_wasserstein"] == a["sliced_wasserstein"]
+
+    class WithDefaultReference(FeatureSpace):   # a space with its own reference: FD without reference=
+        name, levels = "firstpix", 17
+        default_reference = "four fixed images"
+
+        def __call__(self, x):
+            return {"features": x.reshape(x.shape[0], -1)[:, :2].double(), "logits": None}
+
+        def default_reference_data(self):
+            return torch.linspace(0, 1, 4 * 64).reshape(4, 1, 8, 8)
+
+    imgs = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    r = evaluate_samples(imgs, features=WithDefaultReference(), metrics=["fd"])
+    assert r["reference"]["source"] == "four fixed images" and r["reference"]["n"] == 4 and r["fd"] > 0
+    with pytest.raises(ValueError, match="data is required"):
+        reference_statistics(None, FeatureSpace())
+    with pytest.raises(ValueError, match="'inception', 'digits', 'raw' or a FeatureSpace"):
+        get_feature_space("nope")
+
+
 def test_iterable_of_batches_equals_tensor():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(300, 3, generator=g), torch.randn(200, 3, generator=g) + 0.2

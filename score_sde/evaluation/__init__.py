@@ -9,7 +9,7 @@ shardable), :func:`reference_statistics` (cached ``.npz`` with ``mu`` and ``sigm
 mixture samples (:func:`mode_metrics`, :func:`mode_metrics_floor`, :func:`sharp_mixture`).
 """
 from .digits_features import DigitsClassifier, load_digits_classifier, load_digits_split, train_digits_classifier
-from .evaluate import (DigitsFeatures, FeatureSpace, InceptionFeatures, RawFeatures, evaluate_samples,
+from .evaluate import (FEATURE_SPACES, DigitsFeatures, FeatureSpace, InceptionFeatures, RawFeatures, evaluate_samples,
                        get_feature_space, level_range, merge_shards, reference_statistics)
 from .exact import mean_log_prob, raw_frechet_distance, reference_mean_log_prob, sliced_wasserstein
 from .frechet import FeatureStatistics, FeatureStats, frechet_distance, load_stats, save_stats
@@ -20,7 +20,7 @@ from .metrics import inception_score, inception_score_from_probs, kernel_incepti
 
 __all__ = [
     "evaluate_samples", "reference_statistics", "merge_shards", "get_feature_space", "level_range",
-    "FeatureSpace", "InceptionFeatures", "DigitsFeatures", "RawFeatures",
+    "FEATURE_SPACES", "FeatureSpace", "InceptionFeatures", "DigitsFeatures", "RawFeatures",
     "frechet_distance", "FeatureStats", "FeatureStatistics", "save_stats", "load_stats",
     "inception_score", "inception_score_from_probs", "kernel_inception_distance", "mmd2_unbiased",
     "mode_metrics", "mode_metrics_floor", "assign_modes", "sharp_mixture", "MODE_METRICS",
