@@ -319,6 +319,19 @@ def test_digits_split_and_classifier(classifier, other_classifier):
     assert out["features"].shape == (5, 64) and out["logits"].shape == (5, 10)
 
 
+def test_loading_a_cached_classifier_leaves_the_global_rng_alone(tmp_path, other_classifier):
+    from score_sde.evaluation import load_digits_classifier
+    path = tmp_path / "clf.pt"
+    torch.save({"state_dict": other_classifier.state_dict(), "config": other_classifier.config,
+                "test_accuracy": other_classifier.test_accuracy}, path)
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    clf = load_digits_classifier(path)
+    torch.testing.assert_close(torch.rand(4), expected)       # sampling after a load draws as without it
+    assert clf.fingerprint == other_classifier.fingerprint
+
+
 def test_digits_fd_and_level_range(classifier):
     from score_sde.data import load_digits, to_float
     xtr, _ = load_digits_split("train")

@@ -173,7 +173,8 @@ def load_digits_classifier(path) -> DigitsClassifier:
                                f"expected {expected}")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise WeightsFileError(f"{path} is not a digits classifier file (no 'state_dict'); expected {expected}")
-    model = DigitsClassifier()
+    with torch.random.fork_rng(devices=[]):    # the initial weights are overwritten: leave the global RNG alone
+        model = DigitsClassifier()
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:
