@@ -146,7 +146,7 @@ def train_classifier(classifier: NoiseClassifier, x: torch.Tensor, y: torch.Tens
             for pe, p in zip(ema.parameters(), classifier.parameters()):
                 pe.lerp_(p, 1.0 - ema_rate)
         if log is not None and ((step + 1) % 100 == 0 or step + 1 == n_steps):
-            log(step + 1, float(loss))
+            log(step + 1, float(loss.detach()))
     return ema.eval()
 
 

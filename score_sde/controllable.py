@@ -242,8 +242,9 @@ def run_sample_label(cfg, workdir, label: int, guidance: float = 1.0, classifier
     stem = Path(out) if out else Path(workdir) / "samples" / (
         f"label{int(label)}_{kind}_w{float(guidance):g}_{kw['method']}_{kw['steps']}steps_seed{seed}")
     files = save_samples(x, run.data, stem, title=f"label {label}, {kind} guidance {guidance}")
+    two = kind == "classifier-free" and float(guidance) not in (0.0, 1.0)   # conditional + unconditional calls
     res = {"label": int(label), "guidance": float(guidance), "guidance_kind": kind, "method": kw["method"],
-           "steps": kw["steps"], "nfe": nfe, "n": n, "seed": seed, "seconds": secs,
+           "steps": kw["steps"], "nfe": nfe, "network_calls": nfe * (2 if two else 1), "n": n, "seed": seed, "seconds": secs,
            "checkpoint": str(run.checkpoint), **files}
     acc = digits_label_accuracy(x, run.data, torch.full((n,), int(label)), workdir)
     if acc is not None:
