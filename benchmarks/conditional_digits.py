@@ -12,8 +12,8 @@ separately on the same training split, ~97.8% test accuracy), independent of the
 (a noise-conditional residual MLP with LayerNorm and a time embedding, other seed). Reported per scale:
 the mean and the worst per-class accuracy, and the Digits FD of the pooled samples (10 x n) against
 the 360 test digits. Then inpainting: the lower half of every test digit masked, one completion each
-(replacement, and RePaint resampling r), the largest change of an observed pixel and the evaluation
-classifier's accuracy against the originals' labels.
+(replacement; RePaint resampling r; replacement plus reconstruction guidance of scale w), the largest
+change of an observed pixel and the evaluation classifier's accuracy against the originals' labels.
 
 Run:  OMP_NUM_THREADS=2 python benchmarks/conditional_digits.py --cond runs/cond --uncond runs/uncond
 """
@@ -55,13 +55,14 @@ def guided_table(run, kind, scales, n, method, steps, seed):
     return rows
 
 
-def inpaint_table(run, name, resamples, method, steps, seed):
+def inpaint_table(run, name, settings, method, steps, seed):
     rows = []
     n = run.data.raw("test").shape[0]
-    for r in resamples:
+    for r, w in settings:
         res = ctl.run_inpaint(run.cfg, run.workdir, "half", n=n, samples_per=1, seed=seed, method=method, steps=steps,
-                              resample=r, run=run, out=str(run.workdir / "inpaint" / f"bench_half_r{r}"))
-        row = {"model": name, "resample": r, "label_accuracy": res["label_accuracy"],
+                              resample=r, guidance=w, run=run,
+                              out=str(run.workdir / "inpaint" / f"bench_half_r{r}_g{w:g}"))
+        row = {"model": name, "resample": r, "reconstruction_guidance": w, "label_accuracy": res["label_accuracy"],
                "max_observed_change": res["max_observed_change"], "rmse_unobserved": res["rmse_unobserved"],
                "nfe": res["nfe"], "seconds": res["seconds"]}
         rows.append(row)
@@ -77,19 +78,20 @@ def main():
     p.add_argument("--n", type=int, default=50, help="samples per class")
     p.add_argument("--method", default="euler_maruyama")
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--resample", default="1,4", help="RePaint resampling counts for inpainting")
+    p.add_argument("--inpaint", default="1:0,4:0,1:5,1:10",
+                   help="inpainting settings RESAMPLE:GUIDANCE (RePaint resampling, reconstruction guidance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the tables as JSON here")
     args = p.parse_args()
     scales = [float(s) for s in args.scales.split(",")]
+    settings = [(int(a), float(b)) for a, b in (s.split(":") for s in args.inpaint.split(","))]
     cond_run, uncond_run = ex.load_trained(args.cond), ex.load_trained(args.uncond)
     out = {"args": vars(args),
            "classifier_free": guided_table(cond_run, "classifier-free", scales, args.n, args.method, args.steps,
                                            args.seed),
            "classifier": guided_table(uncond_run, "classifier", scales, args.n, args.method, args.steps, args.seed),
-           "inpaint": inpaint_table(uncond_run, "unconditional", [int(r) for r in args.resample.split(",")],
-                                    args.method, args.steps, args.seed)
-           + inpaint_table(cond_run, "conditional (null label)", [1], args.method, args.steps, args.seed)}
+           "inpaint": inpaint_table(uncond_run, "unconditional", settings, args.method, args.steps, args.seed)
+           + inpaint_table(cond_run, "conditional (null label)", settings, args.method, args.steps, args.seed)}
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=2)

@@ -124,6 +124,8 @@ def _add_conditional_commands(sub, common):
     sp.add_argument("--mask", default="half", help="half | centre | random[:P] | a .png (white = observed) | "
                     "a .npy of booleans (default: half, the lower half filled in)")
     sp.add_argument("--resample", type=int, default=1, help="RePaint resampling steps per step (1: plain replacement)")
+    sp.add_argument("--guidance", type=float, default=0.0, help="reconstruction-guidance scale added to the "
+                    "replacement (0: the paper's replacement alone; digits: 10)")
     sampler_args(sp)
     sp = sub.add_parser("colorize", help="colour the grey versions of test images (RGB data)")
     common(sp)
@@ -142,7 +144,8 @@ def _dispatch_conditional(args, cfg, workdir) -> Optional[dict]:
 
     if args.command == "inpaint":
         return ctl.run_inpaint(cfg, workdir, args.mask, args.n, args.samples_per, args.seed, args.method, args.steps,
-                               args.resample, args.split, args.device, args.out, args.checkpoint)
+                               args.resample, args.split, args.device, args.out, args.checkpoint,
+                               guidance=args.guidance)
     if args.command == "colorize":
         return ctl.run_colorize(cfg, workdir, args.n, args.samples_per, args.seed, args.method, args.steps,
                                 args.split, args.device, args.out, args.checkpoint)

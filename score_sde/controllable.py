@@ -265,9 +265,15 @@ def _observations(run: TrainedRun, n: int, split: str, seed: int):
 def run_inpaint(cfg, workdir, mask: str = "half", n: int = 16, samples_per: int = 4, seed: int = 0,
                 method: Optional[str] = None, steps: Optional[int] = None, resample: int = 1,
                 split: str = "test", device=None, out: Optional[str] = None, checkpoint: Optional[str] = None,
-                run: Optional[TrainedRun] = None) -> Dict:
+                run: Optional[TrainedRun] = None, guidance: float = 0.0, data_var: float = 0.25) -> Dict:
     """Inpaint the first ``n`` images of ``split`` under ``mask`` (see :func:`parse_mask`) by the
     replacement method (RePaint resampling with ``resample > 1``), ``samples_per`` completions each.
+
+    ``guidance > 0`` adds reconstruction guidance to the replacement: the score becomes
+    :func:`score_sde.conditional.dps_score` (``score + guidance * grad log N(y; A x0_hat, r_t^2)``,
+    ``r_t`` from ``data_var``), which pulls the unobserved part towards completions consistent with
+    the observation (the replacement alone only sees it through the noised copy). The observed pixels
+    stay exact either way.
 
     Writes ``out.npz`` (observations, mask, samples, truth) and ``out.png`` (rows: observation with
     the unobserved pixels grey, the completions, the truth). Returns a summary: the largest change of
@@ -285,9 +291,12 @@ def run_inpaint(cfg, workdir, mask: str = "half", n: int = 16, samples_per: int 
     x_true = truth.repeat_interleave(reps, 0).to(run.device)
     meas = cond.Measurement(op, op.observe(x_true))
 
+    scale = cond.check_guidance_scale(guidance)
+
     def sampler(start, b, g, kw):
         sub = cond.Measurement(op, meas.y[start:start + b])
-        return cond.replacement_sample(run.sde, run.model, sub, (b, *ds.event_shape), method=kw["method"],
+        score_fn = cond.dps_score(run.sde, run.model, sub, scale=scale, data_var=data_var) if scale else run.model
+        return cond.replacement_sample(run.sde, score_fn, sub, (b, *ds.event_shape), method=kw["method"],
                                        steps=kw["steps"], resample=resample, generator=g, device=run.device,
                                        **({"eps": kw["eps"]} if "eps" in kw else {}))
 
@@ -298,7 +307,7 @@ def run_inpaint(cfg, workdir, mask: str = "half", n: int = 16, samples_per: int 
     observed_change = float((x - x_true.to(x.device))[:, mk].abs().max())
     rmse = float((x - x_true.to(x.device))[:, ~mk].pow(2).mean().sqrt()) if bool((~mk).any()) else 0.0
     tag = re.sub(r"[^A-Za-z0-9_-]", "_", Path(str(mask)).stem if str(mask).lower().endswith((".png", ".npy"))
-                 else str(mask))
+                 else str(mask)) + (f"_g{scale:g}" if scale else "") + (f"_r{int(resample)}" if resample > 1 else "")
     stem = Path(out) if out else Path(workdir) / "inpaint" / f"{tag}_{kw['method']}_{kw['steps']}steps_seed{seed}"
     obs_img = truth.clone()
     obs_img[:, ~m] = 0.0
@@ -307,7 +316,8 @@ def run_inpaint(cfg, workdir, mask: str = "half", n: int = 16, samples_per: int 
     npz = save_npz(stem.with_suffix(".npz"), samples=x.cpu().numpy(), truth=truth.numpy(), mask=m.numpy(),
                    levels=ds.levels_of(x).numpy())
     res = {"mask": str(mask), "observed_fraction": float(m.float().mean()), "n": int(n), "samples_per": reps,
-           "method": kw["method"], "steps": kw["steps"], "resample": int(resample), "nfe": nfe, "seconds": secs,
+           "method": kw["method"], "steps": kw["steps"], "resample": int(resample), "guidance": scale, "nfe": nfe,
+           "seconds": secs,
            "max_observed_change": observed_change, "rmse_unobserved": rmse, "checkpoint": str(run.checkpoint),
            "png": str(png), "npz": str(npz)}
     if labels is not None:
