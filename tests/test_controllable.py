@@ -205,3 +205,15 @@ def test_cli_inpaint_keeps_observed_pixels_and_colorize_refuses_grey_data(runs, 
     assert main(["colorize", "--workdir", str(cwd), "--n", "1"]) == 1
     err = capsys.readouterr().err
     assert "RGB" in err and len(err.strip().splitlines()) == 1
+
+
+def test_checkpoints_from_before_class_labels_still_resume():
+    from score_sde.training.checkpoint import ConfigMismatchError, check_config_compatible
+
+    old = score_sde.config.default_config().to_dict()
+    del old["model"]["num_classes"], old["training"]["label_dropout"]
+    now = score_sde.config.default_config().to_dict()
+    check_config_compatible(old, now)                      # absent num_classes means 0: compatible
+    now["model"]["num_classes"] = 10
+    with pytest.raises(ConfigMismatchError, match="num_classes"):
+        check_config_compatible(old, now)
