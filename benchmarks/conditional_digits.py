@@ -82,16 +82,25 @@ def main():
                    help="inpainting settings RESAMPLE:GUIDANCE (RePaint resampling, reconstruction guidance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the tables as JSON here")
+    p.add_argument("--only", default="classifier-free,classifier,inpaint",
+                   help="parts to run: classifier-free, classifier, inpaint (comma-separated)")
+    p.add_argument("--inpaint-models", default="uncond,cond", help="which runs to inpaint with")
     args = p.parse_args()
     scales = [float(s) for s in args.scales.split(",")]
     settings = [(int(a), float(b)) for a, b in (s.split(":") for s in args.inpaint.split(","))]
     cond_run, uncond_run = ex.load_trained(args.cond), ex.load_trained(args.uncond)
-    out = {"args": vars(args),
-           "classifier_free": guided_table(cond_run, "classifier-free", scales, args.n, args.method, args.steps,
-                                           args.seed),
-           "classifier": guided_table(uncond_run, "classifier", scales, args.n, args.method, args.steps, args.seed),
-           "inpaint": inpaint_table(uncond_run, "unconditional", settings, args.method, args.steps, args.seed)
-           + inpaint_table(cond_run, "conditional (null label)", settings, args.method, args.steps, args.seed)}
+    parts = args.only.split(",")
+    out = {"args": vars(args)}
+    if "classifier-free" in parts:
+        out["classifier_free"] = guided_table(cond_run, "classifier-free", scales, args.n, args.method, args.steps,
+                                              args.seed)
+    if "classifier" in parts:
+        out["classifier"] = guided_table(uncond_run, "classifier", scales, args.n, args.method, args.steps, args.seed)
+    if "inpaint" in parts:
+        runs = {"uncond": (uncond_run, "unconditional"), "cond": (cond_run, "conditional (null label)")}
+        out["inpaint"] = [row for key in args.inpaint_models.split(",")
+                          for row in inpaint_table(runs[key][0], runs[key][1], settings, args.method, args.steps,
+                                                   args.seed)]
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=2)
