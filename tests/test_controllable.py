@@ -217,3 +217,27 @@ def test_checkpoints_from_before_class_labels_still_resume():
     now["model"]["num_classes"] = 10
     with pytest.raises(ConfigMismatchError, match="num_classes"):
         check_config_compatible(old, now)
+
+
+def test_cli_colorize_on_a_tiny_rgb_folder(tmp_path, capsys):
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 4)):
+        (tmp_path / "imgs" / split).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(g.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / split / f"{i}.png")
+    wd = tmp_path / "run"
+    args = [f"--config.data.root={tmp_path / 'imgs'}", "--config.data.dataset=folder", "--config.data.num_channels=3",
+            "--config.data.image_size=8", "--config.model.num_classes=0", "--config.training.label_dropout=0.0"]
+    assert main(["train", "--config", "vp/digits_conditional", "--workdir", str(wd), "--no-progress", *TINY,
+                 *args]) == 0
+    capsys.readouterr()
+    assert main(["colorize", "--workdir", str(wd), "--n", "2", "--samples-per", "3"]) == 0
+    res = _last_json(capsys)
+    assert res["max_grey_change"] < 1e-5            # the grey level of every colouring is the observation's
+    arr = np.load(res["npz"])
+    assert arr["samples"].shape == (6, 3, 8, 8) and arr["truth"].shape == (2, 3, 8, 8)
+    grey = lambda a: a.mean(1)                     # noqa: E731
+    assert np.allclose(grey(arr["samples"]), np.repeat(grey(arr["truth"]), 3, axis=0), atol=1e-5)
+    assert arr["samples"].std(1).mean() > 1e-3      # but the colours are not all grey
