@@ -148,6 +148,7 @@ def test_notebook_04_controllable_generation(tmp_path, monkeypatch):
     ce = s["mixture_class_error"]
     assert ce["classifier-free, scale 3"] > ce["classifier-free, scale 1"]
     assert s["inpaint"]["max_observed_change"] == 0.0       # replacement keeps the observed pixels exactly
+    assert s["inpaint_guided"]["max_observed_change"] == 0.0
     assert 0.0 <= s["inpaint"]["label_accuracy"] <= 1.0
     for kind in ("classifier-free", "classifier"):
         rows = s["guidance"][kind]
