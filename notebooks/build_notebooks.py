@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 
 #: the notebooks, in reading order (sources: the same names with ``.py``)
 NOTEBOOKS = ["01_pick_an_sde_and_a_solver.ipynb", "02_discrete_vs_continuous.ipynb",
-             "03_likelihoods_through_the_ode.ipynb"]
+             "03_likelihoods_through_the_ode.ipynb", "04_controllable_generation.ipynb"]
 
 
 def source_path(name: str) -> Path:

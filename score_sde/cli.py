@@ -9,6 +9,10 @@ Subcommands (``score-sde <cmd> -h`` for every option)::
     score-sde demo       --workdir runs/demo          # the main job: train, sample, bits/dim, metrics
     score-sde convert    SRC.pth DST.pt --config ddpmpp_cifar10   # a released checkpoint of the paper
     score-sde configs                                 # list the shipped configs
+    score-sde inpaint    --workdir runs/digits --mask half        # fill in the lower half of test digits
+    score-sde colorize   --workdir runs/cifar                     # RGB data: colour the grey test images
+    score-sde train-classifier --workdir runs/digits              # noise-conditional classifier for guidance
+    score-sde sample     --workdir runs/digits --label 3 --guidance 2   # class-conditional / guided samples
 
 ``train`` writes ``WORKDIR/config.json``, ``log.jsonl``, ``checkpoints/`` and sample snapshots, and
 resumes from the newest good checkpoint when run again. The other commands read the config from
@@ -114,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         _allow_mismatch(sp)
         if name == "sample":
             sp.add_argument("--out", default=None, help="output path stem (default WORKDIR/samples/...)")
+            _add_label_args(sp)
 
     sp = sub.add_parser("likelihood", help="bits/dim (images) or NLL (toy data) through the probability-flow ODE")
     common(sp)
@@ -140,11 +145,74 @@ def _parser() -> argparse.ArgumentParser:
     _allow_mismatch(sp)
 
     sub.add_parser("configs", help="list the shipped config files")
+    _add_conditional_commands(sub, common)
     return p
 
 
 def _one_line_warning(message, category, filename, lineno, line=None):
     return f"score-sde: {category.__name__}: {' '.join(str(message).split())}\n"
+
+
+def _add_label_args(sp):
+    sp.add_argument("--label", type=int, default=None, help="class to sample (a class-conditional model: "
+                    "classifier-free guidance; an unconditional one: classifier guidance)")
+    sp.add_argument("--guidance", type=float, default=1.0, help="guidance scale >= 0 (1: the plain conditional "
+                    "score; >1 sharper towards the class)")
+    sp.add_argument("--classifier", default=None, help="classifier file for classifier guidance (default: "
+                    "WORKDIR/classifier.pt when the model is unconditional)")
+
+
+def _add_conditional_commands(sub, common):
+    """The controllable-generation subcommands (score_sde.controllable)."""
+    def sampler_args(sp):
+        sp.add_argument("--method", default=None, help="solver that supports after_step (default: config.sampling)")
+        sp.add_argument("--steps", type=_positive_int, default=None, help="solver steps (default: config.sampling.steps)")
+        sp.add_argument("--n", type=_positive_int, default=8, help="test images to complete (default 8)")
+        sp.add_argument("--samples-per", type=_positive_int, default=4, help="completions per image (default 4)")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--split", default="test", choices=["train", "test"], help="observations from this split")
+        sp.add_argument("--checkpoint", default=None)
+        sp.add_argument("--out", default=None, help="output path stem")
+
+    sp = sub.add_parser("inpaint", help="fill in masked pixels of test images (replacement method, RePaint)")
+    common(sp)
+    sp.add_argument("--mask", default="half", help="half | centre | random[:P] | a .png (white = observed) | "
+                    "a .npy of booleans (default: half, the lower half filled in)")
+    sp.add_argument("--resample", type=_positive_int, default=1, help="RePaint resampling steps per step (1: plain replacement)")
+    sp.add_argument("--guidance", type=float, default=0.0, help="reconstruction-guidance scale added to the "
+                    "replacement (0: the paper's replacement alone; digits: 10)")
+    sampler_args(sp)
+    sp = sub.add_parser("colorize", help="colour the grey versions of test images (RGB data)")
+    common(sp)
+    sampler_args(sp)
+    sp = sub.add_parser("train-classifier", help="train a noise-conditional classifier for classifier guidance "
+                        "(writes WORKDIR/classifier.pt)")
+    common(sp)
+    sp.add_argument("--steps", type=_positive_int, default=2000, help="training steps (default 2000)")
+    sp.add_argument("--batch-size", type=_positive_int, default=128)
+    sp.add_argument("--lr", type=float, default=1e-3)
+    sp.add_argument("--seed", type=int, default=0)
+
+
+def _dispatch_conditional(args, cfg, workdir) -> Optional[dict]:
+    from . import controllable as ctl
+
+    if args.command == "inpaint":
+        return ctl.run_inpaint(cfg, workdir, args.mask, args.n, args.samples_per, args.seed, args.method, args.steps,
+                               args.resample, args.split, args.device, args.out, args.checkpoint,
+                               guidance=args.guidance)
+    if args.command == "colorize":
+        return ctl.run_colorize(cfg, workdir, args.n, args.samples_per, args.seed, args.method, args.steps,
+                                args.split, args.device, args.out, args.checkpoint)
+    if args.command == "train-classifier":
+        return ctl.run_train_classifier(cfg, workdir, n_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                        seed=args.seed, device=args.device)
+    if args.command == "sample" and args.label is not None:
+        res = ctl.run_sample_label(cfg, workdir, args.label, args.guidance, args.classifier, args.method, args.steps,
+                                   args.n, args.seed, args.device, args.out, args.checkpoint)
+        write_json(Path(res["npz"]).with_suffix(".json"), res)
+        return res
+    return None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -216,6 +284,12 @@ def _dispatch(args, overrides: List[str]) -> int:
         print(json.dumps({"step": res.step, "checkpoint": str(res.checkpoint), "workdir": str(workdir)}))
         return 0
     cfg = load_run_config(workdir, args.config, overrides)
+    res = _dispatch_conditional(args, cfg, workdir)
+    if res is not None:
+        print(json.dumps(res, indent=2))
+        return 0
+    if args.command == "sample" and (args.guidance != 1.0 or args.classifier):
+        raise ValueError("--guidance and --classifier need --label C (the class to sample)")
     if args.command == "sample":
         res = ex.run_sample(cfg, workdir, args.method, args.steps, args.n, args.seed, args.device, args.out,
                             args.checkpoint, allow_config_mismatch=args.allow_config_mismatch)

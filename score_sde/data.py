@@ -457,8 +457,10 @@ class PointDataset(Dataset):
         """``n`` fresh toy points (default 10000)."""
         return self.sample(10000 if n is None else n, generator=generator)
 
-    def training_data(self):
+    def training_data(self, labels: bool = False):
         """``(sampler(n, generator=None), None)``: fresh points every batch, no transform."""
+        if labels:
+            raise ValueError(f"the toy data set {self.name!r} has no class labels (labelled: digits)")
         return (lambda n, generator=None: self.sample(n, generator=generator)), None
 
     def likelihood_data(self, split: str, n: Optional[int], seed: int, default_n: int):
@@ -499,6 +501,21 @@ class ImageDataset(Dataset):
     loader: Optional[Callable[[str], torch.Tensor]] = field(default=None, repr=False)
     feature_space: str = "inception"
     _raw: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: ``label_loader(split) -> int64 (N,)`` class labels of a labelled data set (None: unlabelled)
+    label_loader: Optional[Callable[[str], torch.Tensor]] = field(default=None, repr=False)
+    #: number of classes of a labelled data set (0: unlabelled)
+    num_classes: int = 0
+    _labels: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def labels(self, split: str) -> torch.Tensor:
+        """The class labels ``(N,)`` (int64) of ``split``, aligned with :meth:`raw`; ValueError for
+        a data set without labels."""
+        _check_split(split)
+        if self.label_loader is None:
+            raise ValueError(f"the data set {self.name!r} has no class labels (labelled: digits)")
+        if split not in self._labels:
+            self._labels[split] = self.label_loader(split)
+        return self._labels[split]
 
     @property
     def dequantization(self) -> Dequantization:
@@ -550,11 +567,16 @@ class ImageDataset(Dataset):
             raw = raw[:n]
         return self.preprocess(raw, generator=generator, train=False, dequantize=True)
 
-    def training_data(self):
+    def training_data(self, labels: bool = False):
         """``(levels, transform)``: the train split (as floats when small, else the uint8 levels
-        behind a map-style dataset) and the dequantise-and-flip transform."""
+        behind a map-style dataset) and the dequantise-and-flip transform. ``labels=True``: the
+        data are ``(levels, labels)`` (tensors, or a dataset of ``(x, y)`` items)."""
         raw = self.raw("train")
-        data = raw.float() if raw.numel() <= 50_000_000 else torch.utils.data.TensorDataset(raw)
+        y = self.labels("train") if labels else None
+        if raw.numel() <= 50_000_000:
+            data = raw.float() if y is None else (raw.float(), y)
+        else:
+            data = torch.utils.data.TensorDataset(raw) if y is None else torch.utils.data.TensorDataset(raw, y)
         return data, (lambda x, generator: self.preprocess(x, generator=generator, train=True))
 
     def likelihood_data(self, split: str, n: Optional[int], seed: int, default_n: int):
@@ -607,7 +629,8 @@ def make_dataset(name: str, root: Optional[str] = None, image_size: Optional[int
         return PointDataset(name, (2,))
     if name == "digits":
         return ImageDataset(name, (1, 8, 8), levels=17, centered=centered, dequantize=dequantize, flip=flip,
-                            loader=load_digits, feature_space="digits")
+                            loader=load_digits, feature_space="digits", num_classes=10,
+                            label_loader=lambda split: load_digits(split, labels=True)[1])
     if name == "cifar10":
         if not root:
             raise ValueError("cifar10 needs a data directory: set --config.data.root=DIR (the directory with "

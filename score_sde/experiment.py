@@ -221,7 +221,12 @@ def run_train(cfg: ConfigDict, workdir, device=None, progress: bool = True, allo
     ds = config_lib.build_data(cfg)
     model = config_lib.build_model(cfg, sde)
     loss_fn = config_lib.build_loss(cfg, sde)
-    data, transform = ds.training_data()
+    n_classes = int(cfg.model.get("num_classes", 0) or 0)
+    if n_classes and n_classes != getattr(ds, "num_classes", 0):
+        raise ValueError(f"config.model.num_classes={n_classes} but the data set {ds.name!r} has "
+                         f"{getattr(ds, 'num_classes', 0)} classes; set --config.model.num_classes="
+                         f"{getattr(ds, 'num_classes', 0)}")
+    data, transform = ds.training_data(labels=bool(n_classes))
     s = cfg.sampling
     kw = config_lib.sampler_kwargs(cfg)
 

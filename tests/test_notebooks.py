@@ -22,7 +22,7 @@ pytest.importorskip("matplotlib", reason="install the 'notebooks' extra: pip ins
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ["01_pick_an_sde_and_a_solver.ipynb", "02_discrete_vs_continuous.ipynb",
-             "03_likelihoods_through_the_ode.ipynb"]
+             "03_likelihoods_through_the_ode.ipynb", "04_controllable_generation.ipynb"]
 
 
 def _execute(name, tmp_path, monkeypatch):
@@ -131,6 +131,28 @@ def test_notebook_03_likelihoods_through_the_ode(tmp_path, monkeypatch):
     assert _finite(bpd["ODE, trained model"]) and _finite(s["model_error_nats"])
     # decode(encode(x)) returns to x up to the solver tolerance (loose in quick mode: rtol = 1e-3)
     assert s["reconstruction_median"] < 0.1 and _finite(s["reconstruction_max"])
+
+
+def test_notebook_04_controllable_generation(tmp_path, monkeypatch):
+    images, s = _execute(NOTEBOOKS[3], tmp_path, monkeypatch)
+    assert images >= 4   # mixture posteriors, inpainting grid, accuracy/FD vs scale, class grids
+    for name, errs in s["mixture_posterior_error"].items():
+        floor = errs["Monte Carlo floor"]
+        # the exact conditional score samples the exact posterior (within the Monte Carlo noise)
+        assert errs["exact conditional score"] < 2.5 * floor + 0.05, (name, errs)
+        assert all(_finite(v) for v in errs.values())
+    assert {"replacement", "RePaint r=4", "DPS zeta=0.2"} <= set(s["mixture_posterior_error"]["inpaint"])
+    # scale 1 of either guidance is the class's own exact score, sample for sample
+    assert s["max_diff_to_class_score_classifier_guidance"] < 1e-8
+    assert s["max_diff_to_class_score_classifier-free"] < 1e-8
+    ce = s["mixture_class_error"]
+    assert ce["classifier-free, scale 3"] > ce["classifier-free, scale 1"]
+    assert s["inpaint"]["max_observed_change"] == 0.0       # replacement keeps the observed pixels exactly
+    assert s["inpaint_guided"]["max_observed_change"] == 0.0
+    assert 0.0 <= s["inpaint"]["label_accuracy"] <= 1.0
+    for kind in ("classifier-free", "classifier"):
+        rows = s["guidance"][kind]
+        assert len(rows) >= 3 and all(0 <= r["accuracy"] <= 1 and _finite(r["digits_fd"]) for r in rows.values())
 
 
 def test_a_stale_notebook_is_detected(tmp_path):

@@ -160,6 +160,7 @@ def train_kwargs(cfg: ConfigDict) -> Dict:
         "log_every": int(t.log_freq), "checkpoint_every": int(t.snapshot_freq),
         "snapshot_every": int(t.snapshot_freq) if t.snapshot_sampling else None,
         "seed": int(cfg.seed), "amp": None if t.mixed_precision == "no" else t.mixed_precision,
+        "label_dropout": float(t.get("label_dropout", 0.0)),
     }
 
 

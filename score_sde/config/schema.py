@@ -93,6 +93,7 @@ def default_config() -> ConfigDict:
     m.label_scale = 1.0           # labels = label_scale * t for time_label='t' (999 for DDPM nets)
     m.ema_rate = 0.999
     m.sigma_data = 0.5            # EDM's data std (output='edm', weighting='edm'); <= 0: measured from the train split
+    m.num_classes = 0             # class labels the backbone takes (0: unconditional; digits: 10)
     # MLP keys (see score_sde.models.MLP); image backbones use the paper's keys instead
     m.hidden = 512
     m.num_blocks = 4
@@ -117,6 +118,7 @@ def default_config() -> ConfigDict:
     t.snapshot_freq = 5000        # checkpoint every this many steps (and at the end)
     t.snapshot_sampling = True    # write a sample grid at every checkpoint
     t.mixed_precision = "no"      # 'no' | 'bf16' | 'fp16' (GPU only)
+    t.label_dropout = 0.0         # class-conditional models: P(label -> null class) (classifier-free guidance)
 
     c.optim = o = ConfigDict()     # Adam (score_sde.training.train)
     o.lr = 2e-4

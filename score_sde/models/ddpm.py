@@ -34,13 +34,15 @@ class DDPM(nn.Module):
         nonlinearity: activation name (``"swish"``).
         centered: inputs are in [-1, 1]; if False the net maps [0, 1] inputs by ``2x - 1``.
         num_scales, sigma_min, sigma_max: fill the ``sigmas`` buffer.
+        num_classes: class labels (0: none); a class embedding with a null class is added to the time
+            embedding (:class:`~score_sde.models.layers.ClassEmbedding`); needs ``conditional``.
     """
 
     def __init__(self, image_size: int = 32, num_channels: int = 3, nf: int = 128,
                  ch_mult: Sequence[int] = (1, 2, 2, 2), num_res_blocks: int = 2,
                  attn_resolutions: Sequence[int] = (16,), dropout: float = 0.1, resamp_with_conv: bool = True,
                  conditional: bool = True, scale_by_sigma: bool = False, nonlinearity: str = "swish",
-                 centered: bool = True, num_scales: int = 1000, sigma_min: float = 0.01, sigma_max: float = 50.0):
+                 centered: bool = True, num_scales: int = 1000, sigma_min: float = 0.01, sigma_max: float = 50.0, num_classes: int = 0):
         super().__init__()
         if nf < 1 or num_res_blocks < 1 or len(ch_mult) < 1:
             raise ValueError("nf, num_res_blocks and len(ch_mult) must be >= 1")
@@ -90,9 +92,16 @@ class DDPM(nn.Module):
         mods.append(layers.group_norm(in_ch))
         mods.append(layers.conv3x3(in_ch, num_channels, init_scale=0.0))
         self.all_modules = nn.ModuleList(mods)
+        self.num_classes = layers.check_num_classes(num_classes)
+        if self.num_classes:
+            if not conditional:
+                raise ValueError("num_classes > 0 needs conditional=True (the class embedding joins the time embedding)")
+            # outside all_modules, so the paper's parameter layout (and its checkpoints) is unchanged
+            self.class_embed = layers.ClassEmbedding(self.num_classes, temb_dim)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Network output for images ``x`` (B, C, H, W) at labels (B,); same shape and dtype as x."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, class_labels=None) -> torch.Tensor:
+        """Network output for images ``x`` (B, C, H, W) at labels (B,); same shape and dtype as x.
+        ``class_labels``: ``(B,)`` ints (``-1``: no label) or None, for ``num_classes > 0``."""
         check_input(x, labels, self.num_channels, self.min_div)
         in_dtype = x.dtype
         mods = iter(self.all_modules)
@@ -102,6 +111,10 @@ class DDPM(nn.Module):
             temb = next(mods)(act(temb))
         else:
             temb = None
+        if self.num_classes:
+            temb = temb + self.class_embed(class_labels, x.shape[0]).to(temb.dtype)
+        elif class_labels is not None:
+            raise ValueError("this network has no class labels (num_classes=0): build it with num_classes > 0")
         h = x if self.centered else 2 * x - 1.0
 
         hs = [next(mods)(h)]

@@ -22,7 +22,11 @@ __all__ = [
     "ACTIVATIONS", "get_act", "variance_scaling", "default_init", "conv1x1", "conv3x3", "dense",
     "num_groups", "group_norm", "NIN", "GaussianFourierProjection", "timestep_embedding",
     "AttnBlock", "Upsample", "Downsample", "ResnetBlockDDPM", "ResnetBlockBigGAN", "Combine",
+    "ClassEmbedding", "NULL_CLASS",
 ]
+
+#: the class label that means "no label" (the null class of classifier-free guidance)
+NULL_CLASS = -1
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 
@@ -377,3 +381,41 @@ class Combine(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.Conv(x)
         return torch.cat([h, y], dim=1) if self.method == "cat" else h + y
+
+
+class ClassEmbedding(nn.Module):
+    """Class-label embedding beside the time embedding: ``(B,) int labels -> (B, dim)``.
+
+    Row ``num_classes`` is the learned null class (classifier-free guidance's "no label"):
+    ``class_labels=None`` or an entry ``NULL_CLASS`` (-1) selects it. Starts at zero, so a
+    freshly built conditional net computes what the unconditional one computes.
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.embedding = nn.Embedding(num_classes + 1, dim)
+        nn.init.zeros_(self.embedding.weight)
+
+    def forward(self, class_labels: Optional[torch.Tensor], batch: int, device=None) -> torch.Tensor:
+        if class_labels is None:
+            idx = torch.full((batch,), self.num_classes, dtype=torch.long, device=self.embedding.weight.device)
+        else:
+            if class_labels.shape != (batch,) or class_labels.is_floating_point():
+                raise ValueError(f"class_labels must be integers of shape ({batch},), got "
+                                 f"{class_labels.dtype} {tuple(class_labels.shape)}")
+            idx = class_labels.long()
+            if bool(((idx < NULL_CLASS) | (idx >= self.num_classes)).any()):
+                raise ValueError(f"class labels must lie in [0, {self.num_classes}) or be {NULL_CLASS} (no label), "
+                                 f"got {sorted(set(idx.tolist()))}")
+            idx = torch.where(idx == NULL_CLASS, torch.full_like(idx, self.num_classes), idx)
+        return self.embedding(idx.to(self.embedding.weight.device))
+
+
+def check_num_classes(num_classes) -> int:
+    """``int(num_classes)``; ValueError unless an int >= 0 (0: unconditional)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be an int >= 0 (0: no class labels), got {num_classes!r}")
+    return num_classes

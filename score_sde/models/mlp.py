@@ -1,10 +1,11 @@
 """A residual MLP backbone for vectors of any event shape (2-D toy data, tabular data, 8x8 digits).
 
 ``net(x, labels) -> tensor shaped like x`` with ``x`` ``(B, *event_shape)`` (flattened inside) and
-``labels`` ``(B,)``. Architecture (pre-norm residual blocks, the time embedding added in every
+``labels`` ``(B,)``; with ``num_classes > 0`` also ``net(x, labels, class_labels)`` (``(B,)`` ints,
+``-1`` or ``None`` for the null class of classifier-free guidance). Architecture (pre-norm residual blocks, the time embedding added in every
 block)::
 
-    e  = TimeMLP(embed(labels))                       (B, hidden)
+    e  = TimeMLP(embed(labels)) [+ ClassEmbedding(class_labels)]   (B, hidden)
     h  = Linear(x.flatten())                          (B, hidden)
     h += Linear(drop(act(Linear(act(norm(h))) + Dense(e))))    x num_blocks
     out = Linear(act(norm(h))).reshape(x.shape)
@@ -41,12 +42,14 @@ class MLP(nn.Module):
         dropout: dropout rate inside the blocks.
         nonlinearity: activation name (``"swish"`` = SiLU).
         log_labels: embed ``log(labels)`` (for sigma labels of VE models).
+        num_classes: class labels the net takes (0: none); adds a class embedding with a null
+            class (:class:`score_sde.models.layers.ClassEmbedding`).
     """
 
     def __init__(self, event_shape: Union[int, Sequence[int]] = 2, hidden: int = 256, num_blocks: int = 4,
                  embedding_type: str = "fourier", embedding_dim: int = 128, fourier_scale: float = 16.0,
                  layer_norm: bool = True, dropout: float = 0.0, nonlinearity: str = "swish",
-                 log_labels: bool = False):
+                 log_labels: bool = False, num_classes: int = 0):
         super().__init__()
         shape = (int(event_shape),) if isinstance(event_shape, int) else tuple(int(s) for s in event_shape)
         if not shape or any(s < 1 for s in shape):
@@ -71,6 +74,9 @@ class MLP(nn.Module):
         self.blocks = nn.ModuleList(_Block(hidden, norm(), self.act, dropout) for _ in range(num_blocks))
         self.out_norm = norm()
         self.output = layers.dense(hidden, dim, init_scale=0.0)
+        self.num_classes = layers.check_num_classes(num_classes)
+        if self.num_classes:
+            self.class_embed = layers.ClassEmbedding(self.num_classes, hidden)
 
     def embed(self, labels: torch.Tensor) -> torch.Tensor:
         """Time embedding ``(B,) -> (B, hidden)``."""
@@ -78,13 +84,19 @@ class MLP(nn.Module):
         e = self.fourier(lab) if self.embedding_type == "fourier" else layers.timestep_embedding(lab, self.embedding_dim)
         return self.time_mlp(e)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Output shaped and typed like ``x`` (B, *event_shape)."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, class_labels=None) -> torch.Tensor:
+        """Output shaped and typed like ``x`` (B, *event_shape). ``class_labels``: ``(B,)`` ints
+        (``-1``: no label) or None (all null) for a net with ``num_classes > 0``."""
         if tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
         if labels.shape != (x.shape[0],):
             raise ValueError(f"labels must have shape ({x.shape[0]},) (one per sample), got {tuple(labels.shape)}")
-        e = self.act(self.embed(labels))
+        e = self.embed(labels)
+        if self.num_classes:
+            e = e + self.class_embed(class_labels, x.shape[0]).to(e.dtype)
+        elif class_labels is not None:
+            raise ValueError("this network has no class labels (num_classes=0): build it with num_classes > 0")
+        e = self.act(e)
         h = self.input(x.reshape(x.shape[0], self.dim))
         for block in self.blocks:
             h = block(h, e)

@@ -22,7 +22,10 @@ decided here, outside the network:
     ``"edm"``: EDM's ``c_noise``; or any callable ``(t) -> (B,)``.
 
 A :class:`ScoreModel` is itself a plain ``score_fn(x, t)``, so it plugs into every sampler,
-likelihood and loss of the package.
+likelihood and loss of the package. Built on a backbone with class labels (``net.num_classes > 0``)
+it is also ``score_fn(x, t, label)`` with ``label`` ``(B,)`` ints (``-1``: no label) or None (the
+unconditional score of a net trained with label dropout): the form
+:func:`score_sde.conditional.classifier_free_guidance` takes.
 """
 from __future__ import annotations
 
@@ -52,6 +55,9 @@ class ScoreModel(nn.Module):
             Defaults to ``"edm"`` for ``output="edm"`` and ``"t"`` otherwise.
         label_scale: multiplies the label for ``time_label="t"``.
         sigma_data: EDM's data std (``output="edm"`` only).
+
+    Attributes:
+        num_classes: the backbone's number of class labels (0: unconditional).
     """
 
     def __init__(self, net: nn.Module, sde: SDE, output: str = "eps",
@@ -78,6 +84,7 @@ class ScoreModel(nn.Module):
         self.time_label = time_label
         self.label_scale = label_scale
         self.sigma_data = sigma_data
+        self.num_classes = int(getattr(net, "num_classes", 0) or 0)
 
     def labels(self, t: torch.Tensor) -> torch.Tensor:
         """The conditioning label the backbone sees at times t, ``(B,)``."""
@@ -94,7 +101,15 @@ class ScoreModel(nn.Module):
             return torch.log(self.sde.sigma(t))
         return 0.25 * torch.log(self.sde.sigma(t) / self.sde.alpha(t))  # edm c_noise
 
-    def _raw(self, x, t):
+    def _net(self, x, t, label):
+        if self.num_classes:
+            return self.net(x, self.labels(t), label)
+        if label is not None:
+            raise ValueError("this model is unconditional (it has no class labels): it cannot take a label; "
+                             "train a class-conditional model (config.model.num_classes) or use a classifier")
+        return self.net(x, self.labels(t))
+
+    def _raw(self, x, t, label=None):
         """Network output and the per-sample alpha, sigma used to read it."""
         alpha, sigma = self.sde.alpha(t), self.sde.sigma(t)
         if self.output == "edm":
@@ -102,12 +117,12 @@ class ScoreModel(nn.Module):
             s_edm = sigma / alpha
             c_in = 1.0 / torch.sqrt(s_edm ** 2 + sd2)
             x_scaled = x / append_dims(alpha, x.ndim)
-            out = self._check(self.net(x_scaled * append_dims(c_in, x.ndim), self.labels(t)), x)
+            out = self._check(self._net(x_scaled * append_dims(c_in, x.ndim), t, label), x)
             c_skip = sd2 / (s_edm ** 2 + sd2)
             c_out = s_edm * self.sigma_data * c_in
             x0 = append_dims(c_skip, x.ndim) * x_scaled + append_dims(c_out, x.ndim) * out
             return x0, alpha, sigma
-        return self._check(self.net(x, self.labels(t)), x), alpha, sigma
+        return self._check(self._net(x, t, label), x), alpha, sigma
 
     def _check(self, out, x: torch.Tensor) -> torch.Tensor:
         """The network output, refused unless it is a real floating tensor shaped like x."""
@@ -120,9 +135,9 @@ class ScoreModel(nn.Module):
                              "real floating-point output")
         return out
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The score ``grad_x log p_t(x)``, shaped like x."""
-        out, alpha, sigma = self._raw(x, t)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, label=None) -> torch.Tensor:
+        """The score ``grad_x log p_t(x)`` (``grad_x log p_t(x | label)`` given a label), shaped like x."""
+        out, alpha, sigma = self._raw(x, t, label)
         if self.output == "score":
             return out
         if self.output == "eps":
@@ -144,9 +159,9 @@ class ScoreModel(nn.Module):
         return (append_dims(alpha, x.ndim) * x - append_dims(sigma, x.ndim) * v) / \
             append_dims(alpha ** 2 + sigma ** 2, x.ndim)
 
-    def denoise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, label=None) -> torch.Tensor:
         """Posterior-mean estimate of x_0, shaped like x."""
-        out, alpha, sigma = self._raw(x, t)
+        out, alpha, sigma = self._raw(x, t, label)
         if self.output in ("x0", "edm"):
             return out
         if self.output == "v":
@@ -157,8 +172,8 @@ class ScoreModel(nn.Module):
             return (x - append_dims(sigma, x.ndim) * out) / append_dims(alpha, x.ndim)
         return (x + append_dims(sigma ** 2, x.ndim) * out) / append_dims(alpha, x.ndim)
 
-    def noise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def noise(self, x: torch.Tensor, t: torch.Tensor, label=None) -> torch.Tensor:
         """Noise estimate ``eps_hat = -sigma * score``, shaped like x."""
         if self.output == "eps":
-            return self._raw(x, t)[0]
-        return -append_dims(self.sde.sigma(t), x.ndim) * self.forward(x, t)
+            return self._raw(x, t, label)[0]
+        return -append_dims(self.sde.sigma(t), x.ndim) * self.forward(x, t, label)

@@ -8,14 +8,19 @@ batch of ``W b`` rows.
 
 Data sources (``make_source``):
 
-* a tensor ``(N, ...)``: shuffled without replacement, one permutation per epoch
-  (``steps_per_epoch = N // global_batch``, the incomplete last batch is dropped);
+* a tensor ``(N, ...)``, or a pair ``(x (N, ...), labels (N,))`` of tensors: shuffled without
+  replacement, one permutation per epoch (``steps_per_epoch = N // global_batch``, the incomplete
+  last batch is dropped);
 * a map-style ``torch.utils.data.Dataset`` (``len`` and ``[i]``; an item may be ``(x, label)``):
   the same index order, loaded by a ``DataLoader`` (workers, pinned memory);
 * a callable ``data(n, generator=g) -> (n, ...)`` (e.g. a toy-data sampler): called with the
   global batch size and a CPU generator seeded by the step;
 * any other iterable of batches (e.g. your own DataLoader): used as it is, re-iterated when
   exhausted; each batch is this process's share and the order is not restored on resume.
+
+Every source's ``get(step)`` returns ``(x, labels)``: ``labels`` is the batch's integer class labels
+``(b,)`` when the data carry them (the pair form, ``(x, label)`` items, callables and iterables
+yielding ``(x, y)`` pairs, dict batches with a ``"label"`` / ``"y"`` key), else None.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import torch
 
 __all__ = ["derive_seed", "make_source", "PURPOSE"]
 
-PURPOSE = {"data": 1, "loss": 2, "global": 3, "transform": 4, "loader": 5}
+PURPOSE = {"data": 1, "loss": 2, "global": 3, "transform": 4, "loader": 5, "labels": 6}
 
 
 def derive_seed(seed: int, purpose: str, step: int, rank: int = 0) -> int:
@@ -44,6 +49,27 @@ def _first(batch):
                 return batch[k]
         raise ValueError(f"data: a dict batch needs a key 'image', 'x' or 'data'; got keys {list(batch)}")
     return batch
+
+
+def _label_of(batch):
+    y = None
+    if isinstance(batch, (tuple, list)) and len(batch) > 1:
+        y = batch[1]
+    elif isinstance(batch, dict):
+        y = next((batch[k] for k in ("label", "labels", "y") if k in batch), None)
+    if y is None:
+        return None
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dtype == torch.bool or y.ndim != 1:
+        return None                        # not class labels (e.g. a second image): ignored
+    return y
+
+
+def _split(batch, what="data"):
+    return _check_tensor(_first(batch), what), _label_of(batch)
+
+
+def _to(y, device):
+    return None if y is None else y.to(device, non_blocking=True)
 
 
 def _check_tensor(x, what="data"):
@@ -76,8 +102,12 @@ def _indices(n: int, global_batch: int, seed: int, step: int, rank: int, local: 
 
 class TensorSource(_Source):
     def __init__(self, data: torch.Tensor, global_batch: int, rank: int, world: int, seed: int, device,
-                 max_device_bytes: int = 2 << 30):
+                 max_device_bytes: int = 2 << 30, labels: Optional[torch.Tensor] = None):
         _check_tensor(data)
+        if labels is not None and (_label_of((data, labels)) is None or labels.shape[0] != data.shape[0]):
+            raise ValueError(f"labels must be an integer tensor ({data.shape[0]},) beside the data, got "
+                             f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
+        self.labels = labels
         if data.shape[0] < global_batch:
             raise ValueError(f"batch_size={global_batch} exceeds the number of training examples ({data.shape[0]}); "
                              "lower batch_size")
@@ -91,7 +121,8 @@ class TensorSource(_Source):
     def get(self, step):
         idx = _indices(self.n, self.gb, self.seed, step, self.rank, self.local_batch, self._cache)
         x = self.data[idx.to(self.data.device)]
-        return x.to(self.device, non_blocking=True)
+        y = None if self.labels is None else self.labels[idx.to(self.labels.device)]
+        return x.to(self.device, non_blocking=True), _to(y, self.device)
 
 
 class CallableSource(_Source):
@@ -101,11 +132,12 @@ class CallableSource(_Source):
 
     def get(self, step):
         g = torch.Generator().manual_seed(derive_seed(self.seed, "data", step))
-        x = _check_tensor(_first(self.fn(self.gb, generator=g)), "data(n, generator)")
+        x, y = _split(self.fn(self.gb, generator=g), "data(n, generator)")
         if x.shape[0] != self.gb:
             raise ValueError(f"data(n, generator) returned {x.shape[0]} rows for n={self.gb}")
         lo = self.rank * self.local_batch
-        return x[lo:lo + self.local_batch].to(self.device, non_blocking=True)
+        y = None if y is None else y[lo:lo + self.local_batch]
+        return x[lo:lo + self.local_batch].to(self.device, non_blocking=True), _to(y, self.device)
 
 
 class _StepBatchSampler(torch.utils.data.Sampler):
@@ -144,8 +176,8 @@ class DatasetSource(_Source):
         if step != self._next:
             raise RuntimeError(f"DatasetSource: steps must be consecutive (expected {self._next}, got {step})")
         self._next += 1
-        x = _check_tensor(_first(next(self._it)), "dataset items")
-        return x.to(self.device, non_blocking=True)
+        x, y = _split(next(self._it), "dataset items")
+        return x.to(self.device, non_blocking=True), _to(y, self.device)
 
     def close(self):
         self._it = None
@@ -158,7 +190,7 @@ class IterableSource(_Source):
         self.iterable, self.device = iterable, torch.device(device)
         self._it: Optional[Iterator] = iter(iterable)
         self._peek = self._pull()
-        self.local_batch = self._peek.shape[0]
+        self.local_batch = self._peek[0].shape[0]
 
     def _pull(self):
         try:
@@ -169,20 +201,23 @@ class IterableSource(_Source):
                 b = next(self._it)
             except StopIteration:
                 raise ValueError("data: the iterable yields no batches") from None
-        return _check_tensor(_first(b), "data batches")
+        return _split(b, "data batches")
 
     def get(self, step):
         if self._peek is not None:
-            x, self._peek = self._peek, None
+            (x, y), self._peek = self._peek, None
         else:
-            x = self._pull()
-        return x.to(self.device, non_blocking=True)
+            x, y = self._pull()
+        return x.to(self.device, non_blocking=True), _to(y, self.device)
 
 
 def make_source(data, *, batch_size: Optional[int], rank: int, world: int, seed: int, device, start: int,
                 stop: int, num_workers: int = 0) -> _Source:
     """Pick the batch source for ``data`` (see the module docstring)."""
     is_dataset = isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset)
+    labels = None
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(d, torch.Tensor) for d in data):
+        data, labels = data                 # (x, labels) tensors
     if isinstance(data, torch.Tensor) or is_dataset or (callable(data) and not hasattr(data, "__iter__")):
         if batch_size is None:
             raise ValueError("batch_size is required for tensor, Dataset and callable data (the global batch, "
@@ -190,7 +225,7 @@ def make_source(data, *, batch_size: Optional[int], rank: int, world: int, seed:
         if batch_size % world:
             raise ValueError(f"batch_size={batch_size} must be divisible by the number of processes ({world})")
         if isinstance(data, torch.Tensor):
-            return TensorSource(data, batch_size, rank, world, seed, device)
+            return TensorSource(data, batch_size, rank, world, seed, device, labels=labels)
         if is_dataset:
             return DatasetSource(data, batch_size, rank, world, seed, device, start, stop, num_workers)
         return CallableSource(data, batch_size, rank, world, seed, device)
@@ -200,5 +235,5 @@ def make_source(data, *, batch_size: Optional[int], rank: int, world: int, seed:
             raise ValueError(f"batch_size={batch_size} but the iterable yields batches of {src.local_batch} rows "
                              f"per process ({world} processes); pass batch_size=None for iterables")
         return src
-    raise ValueError("data must be a tensor (N, ...), a map-style Dataset, a callable data(n, generator) or an "
+    raise ValueError("data must be a tensor (N, ...), a pair (x, labels) of tensors, a map-style Dataset, a callable data(n, generator) or an "
                      f"iterable of batches; got {type(data).__name__}")

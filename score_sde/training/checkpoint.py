@@ -340,6 +340,10 @@ def _model_defining(flat: Dict, sde_name) -> set:
     return keys
 
 
+#: config keys added after checkpoints existed, with the value their absence means
+_ADDED_KEYS = {"model.num_classes": 0, "training.label_dropout": 0.0}
+
+
 def check_config_compatible(saved: Optional[Dict], current: Optional[Dict], *, where: str = "checkpoint",
                             allow_mismatch: bool = False) -> List[str]:
     """Check the config a checkpoint was trained with (``saved``) against the one it is used with.
@@ -362,6 +366,9 @@ def check_config_compatible(saved: Optional[Dict], current: Optional[Dict], *, w
     if saved is None or current is None:
         return []
     a, b = _flatten(saved), _flatten(current)
+    for k, default in _ADDED_KEYS.items():      # keys added later: absent means their old meaning
+        for flat in (a, b):
+            flat.setdefault(k, default)
     defining = _model_defining(a, a.get("sde.name")) | _model_defining(b, b.get("sde.name"))
     # a config of an older schema lacks the keys added since; their defaults reproduce the older
     # behaviour (that is how the config package migrates), so a key absent from it is no change

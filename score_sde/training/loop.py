@@ -2,9 +2,11 @@
 
 One optimizer update ("step") is::
 
-    x0 ~ data (global batch of batch_size rows; this process takes its share)
+    x0 [, y] ~ data (global batch of batch_size rows; this process takes its share)
     t, z ~ loss_fn.sample_t, N(0, I)            (drawn for the global batch, then sliced)
-    loss = mean_b loss_fn(model, x0, t=t, noise=z)       (per-sample DSM loss, averaged)
+    [y := -1 (the null class) with probability label_dropout, for a class-conditional model]
+    loss = mean_b loss_fn(model, x0, t=t, noise=z)       (per-sample DSM loss, averaged;
+                                                          model(x, t, y) for a conditional model)
     grads all-reduced (DDP); clipped to total norm grad_clip
     lr = lr_max * min(1, (step + 1) / warmup);  Adam update;  EMA update
 
@@ -61,6 +63,13 @@ def lr_at(step: int, lr: float, warmup: int) -> float:
     if warmup and warmup > 0:
         return lr * min(1.0, (step + 1) / warmup)
     return lr
+
+
+def _with_labels(model, y):
+    """``score_fn(x, t) = model(x, t, y)``: the conditional model at this batch's labels."""
+    def score_fn(x, t):
+        return model(x, t, y)
+    return score_fn
 
 
 def _check_int(name, v, lo=0, allow_none=False):
@@ -149,6 +158,7 @@ def train(
     progress: bool = True,                  # tqdm progress bar on rank 0
     find_unused_parameters: bool = False,   # DDP option, for nets with branches unused by the loss
     allow_config_mismatch: bool = False,    # resume even if the checkpoint's SDE/model/data config differs
+    label_dropout: float = 0.0,             # class-conditional models: P(label -> null class), classifier-free
 ) -> TrainResult:
     """Train a score model by denoising score matching; see the module docstring for one step.
 
@@ -165,6 +175,14 @@ def train(
     raises :class:`~score_sde.training.checkpoint.ConfigMismatchError` (see
     :func:`~score_sde.training.checkpoint.check_config_compatible`) unless
     ``allow_config_mismatch``; other differences (lr, n_steps, batch size, logging) only warn.
+
+    A class-conditional model (``model.num_classes > 0``, e.g. a :class:`~score_sde.models.ScoreModel`
+    on a backbone built with ``num_classes``) needs labelled data (``(x, labels)`` tensors, or
+    batches / items that are ``(x, y)`` pairs; see :mod:`score_sde.training.batches`) and is called
+    as ``model(x, t, y)``; with ``label_dropout = p`` each label is replaced by the null class
+    ``-1`` with probability p (drawn for the global batch from ``(seed, step)``), which trains the
+    unconditional score of classifier-free guidance in the same network. Labels of an
+    unconditional model's data are ignored.
 
     The run directory is locked for the whole call (:class:`~score_sde.training.lock.RunLock`,
     taken by rank 0, whose outcome every rank learns): a second trainer on the same ``workdir``
@@ -194,6 +212,12 @@ def train(
         raise ValueError("snapshot_every is set but snapshot_fn is None; pass snapshot_fn(ema_model, step, workdir)")
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module (e.g. a ScoreModel), got {type(model).__name__}")
+    if isinstance(label_dropout, bool) or not (isinstance(label_dropout, (int, float)) and 0 <= label_dropout <= 1):
+        raise ValueError(f"label_dropout must be a probability in [0, 1], got {label_dropout!r}")
+    n_classes = int(getattr(unwrap_model(model), "num_classes", 0) or 0)
+    if label_dropout and not n_classes:
+        raise ValueError(f"label_dropout={label_dropout} needs a class-conditional model (num_classes > 0); "
+                         "this model has no class labels")
     if not callable(loss_fn):
         raise ValueError("loss_fn must be callable: loss_fn(model, x0, t=None, noise=None) -> (B,)")
     config = ckpt._check_json(config)
@@ -264,8 +288,11 @@ def train(
         local_b = source.local_batch
         global_b = local_b * world
         first = source.get(start) if start < n_steps else None
+        if n_classes and first is not None and first[1] is None:
+            raise ValueError(f"the model is class-conditional ({n_classes} classes) but the data carry no labels: "
+                             "pass (x, labels) tensors or batches of (x, y) pairs")
         if channels_last is None:
-            channels_last = device.type == "cuda" and first is not None and first.ndim == 4
+            channels_last = device.type == "cuda" and first is not None and first[0].ndim == 4
         if channels_last:
             raw.to(memory_format=torch.channels_last)
 
@@ -341,7 +368,7 @@ def train(
         t0 = t_log = time.perf_counter()
         step = start
         while step < n_steps:
-            x0 = first if first is not None else source.get(step)
+            x0, y = first if first is not None else source.get(step)
             first = None
             if channels_last and x0.ndim == 4:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
@@ -356,6 +383,15 @@ def train(
                                  "[-1, 1] or [0, 1] first, or pass transform=(x, generator) -> float tensor")
             # Step 2: loss on this process's share of the global batch.
             lo = rank * local_b
+            score_model = train_model
+            if n_classes:
+                if y is None:
+                    raise ValueError(f"step {step}: a batch without labels for a class-conditional model")
+                if label_dropout:
+                    lg = torch.Generator(device=device).manual_seed(derive_seed(seed, "labels", step))
+                    drop = torch.rand(global_b, generator=lg, device=device)[lo:lo + local_b] < label_dropout
+                    y = torch.where(drop, torch.full_like(y, -1), y)
+                score_model = _with_labels(train_model, y)
             if draw_global:
                 t = loss_fn.sample_t(global_b, device=device, dtype=x0.dtype, generator=gen)[lo:lo + local_b]
                 z = torch.randn((global_b, *x0.shape[1:]), generator=gen, device=device,
@@ -364,10 +400,10 @@ def train(
                     z = z.contiguous(memory_format=torch.channels_last)
             with autocast:
                 if draw_global:
-                    per = loss_fn(train_model, x0, t=t, noise=z)
+                    per = loss_fn(score_model, x0, t=t, noise=z)
                 else:
                     gen.manual_seed(derive_seed(seed, "loss", step, rank))
-                    per = loss_fn(train_model, x0, generator=gen)
+                    per = loss_fn(score_model, x0, generator=gen)
                 loss = per.float().mean()
             # Step 3: gradients (all-reduced by DDP), clipping, Adam with warmup, EMA.
             opt.zero_grad(set_to_none=True)
