@@ -184,9 +184,11 @@ class DPMSolverPP(Solver):
 
 
 class DPMSolverPP2M(UniCAttachable, DPMSolverPP):
-    """DPM-Solver++(2M): second order, one score call per step."""
+    """DPM-Solver++(2M): second order, one score call per step; default grid ``log_snr_late``
+    (measured on sharp mixtures: its spread error falls 10 -> 20 -> 50 NFE there, not on ``log_snr``)."""
     name = "dpmpp_2m"
     solver_order = 2
+    default_grid = "log_snr_late"
     options = {**DPMSolverPP.options, **UniCAttachable.corrector_options}
 
 
