@@ -453,6 +453,8 @@ def bar_main(args):
     n = args.n or 8192
     seeds = [int(v) for v in args.bar_seeds.split(",")]
     methods = BAR_STOCHASTIC if args.stochastic else BAR_DETERMINISTIC
+    if args.only:
+        methods = tuple(m for m in args.only.split(",") if m)
     t_start = time.time()
     print(f"# Quality bar (issue 14): sharp mixtures, n={n}, defaults only\n")
     for seed in seeds:

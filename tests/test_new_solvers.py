@@ -215,3 +215,32 @@ def test_best_default_solver_meets_a_loose_quality_bar(sde_name):
         assert m["spread"] < fm["spread"] + bar, (nfe, m, fm)
         if nfe >= 20:
             assert m["centre"] < fm["centre"] + 4 * fs["centre"] and m["weight_tv"] < fm["weight_tv"] + 4 * fs["weight_tv"], (nfe, m, fl)
+
+
+# ------------------------------------------------------------------------------------------ grids and step-count defaults
+@pytest.mark.parametrize("sde_name", list(SDES))
+def test_log_snr_power_grids(sde_name):
+    from score_sde.sampling import grids
+    sde = SDES[sde_name]()
+    eps = defaults.resolve_eps(sde, None)
+    assert torch.allclose(grids.log_snr_power(sde, 12, eps, 1.0), grids.log_snr(sde, 12, eps), rtol=1e-9, atol=1e-12)
+    for name, shrink_towards_T in (("log_snr_early", True), ("log_snr_late", False)):
+        t = grids.GRIDS[name](sde, 12, eps)
+        assert t[0] == sde.T and t[-1] == pytest.approx(eps) and bool((t[1:] < t[:-1]).all())
+        dlam = torch.diff(sde.log_snr(t))
+        assert bool((dlam > 0).all())
+        assert (float(dlam[0]) < float(dlam[-1])) == shrink_towards_T, dlam
+
+
+def test_unipc_defaults_follow_the_step_count():
+    sde = score_sde.VPSDE()
+    sf = MIX.score_fn(sde)
+    x0 = sde.prior_sampling((64, 2), generator=torch.Generator().manual_seed(0))
+    for steps, named in ((9, dict(solver_order=2, corrector="none", grid="log_snr_late")),
+                         (20, dict(solver_order=3, corrector="unic", grid="log_snr_early"))):
+        a = sample(sde, sf, x_init=x0, method="unipc", steps=steps).samples
+        b = sample(sde, sf, x_init=x0, method="unipc", steps=steps, **named).samples
+        assert torch.equal(a, b), steps
+    # a named order is kept below 15 steps
+    c = sample(sde, sf, x_init=x0, method="unipc", steps=9, solver_order=3, corrector="unic", grid="log_snr_late").samples
+    assert not torch.equal(c, sample(sde, sf, x_init=x0, method="unipc", steps=9).samples)
