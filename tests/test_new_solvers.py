@@ -244,3 +244,20 @@ def test_unipc_defaults_follow_the_step_count():
     # a named order is kept below 15 steps
     c = sample(sde, sf, x_init=x0, method="unipc", steps=9, solver_order=3, corrector="unic", grid="log_snr_late").samples
     assert not torch.equal(c, sample(sde, sf, x_init=x0, method="unipc", steps=9).samples)
+
+
+@pytest.mark.parametrize("method", ["unipc", "dpmpp_2m", "dpmpp_3m", "deis"])
+def test_error_at_the_default_step_count_falls_when_steps_double(method):
+    # the documented default step count d and 2d, on a sharp mixture (VP; n small, so "falls" allows
+    # 2 floor std of noise); before round two dpmpp_2m's error rose from 10 to 20 NFE on log_snr
+    from score_sde.sampling import SOLVERS
+    sde = score_sde.VPSDE()
+    gm = sharp_mixture(seed=5)
+    n = 2000
+    fl = mode_metrics_floor(gm, n, repeats=3)
+    d = SOLVERS[method](sde).default_steps
+    errs = [mode_metrics(gm, sample(sde, gm.score_fn(sde), (n, *gm.event_shape), method=method, steps=s,
+                                    generator=torch.Generator().manual_seed(6)).samples)["spread"] for s in (d, 2 * d)]
+    assert errs[1] <= errs[0] + 2 * fl["std"]["spread"], errs
+    if errs[0] > fl["mean"]["spread"] + 4 * fl["std"]["spread"]:   # clearly above the floor: must fall
+        assert errs[1] < errs[0], errs
