@@ -253,7 +253,7 @@ def test_error_at_the_default_step_count_falls_when_steps_double(method):
     from score_sde.sampling import SOLVERS
     sde = score_sde.VPSDE()
     gm = sharp_mixture(seed=5)
-    n = 2000
+    n = 1200
     fl = mode_metrics_floor(gm, n, repeats=3)
     d = SOLVERS[method](sde).default_steps
     errs = [mode_metrics(gm, sample(sde, gm.score_fn(sde), (n, *gm.event_shape), method=method, steps=s,
