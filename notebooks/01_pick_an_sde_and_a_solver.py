@@ -242,26 +242,32 @@ for sname in sdes:
 # numbers are in the table above):
 #
 # * **Below about 20 evaluations the solver matters more than anything else.** At 5-6 NFE
-#   DPM-Solver++(3M) is the best solver on VP (sliced W2 0.15, against 0.34 for Euler-Maruyama,
-#   0.61 for predictor-corrector and 4.3 for Heun, which only gets 2 steps) and on VE (0.49 against
-#   3.4-18); on VP and sub-VP it reaches the band of exact samples at 21 NFE, the adaptive `dopri5`
-#   at 27-33, Heun at 51.
-# * **Stochastic first-order solvers need more steps**: Euler-Maruyama gets near the band at 20-50
-#   NFE and well inside it at 100-200; the predictor-corrector sampler spends half of its budget on
-#   the Langevin corrector, so at a fixed NFE it trails Euler-Maruyama on this data (it needs about
-#   100 NFE).
-# * **The end time and the grid matter as much as the order.** Sub-VP's noise at `eps = 1e-3` is
-#   only 1e-4 (VP's: 1e-2), so a uniform log-SNR grid spends much of a small budget at tiny noise
-#   levels: DPM-Solver++(3M) at 11 NFE is three times worse on sub-VP than on VP (`docs/sampling.md`
-#   shows how to pick a better end time for sub-VP and VE at few steps). VE's noise spans
-#   0.01 to 10: Euler-Maruyama with 5 uniform steps in t blows up (18), while solvers on log-SNR or
-#   Karras grids stay stable.
+#   UniPC (second order on its few-step grid) is the best solver on VP and sub-VP (sliced W2 0.40,
+#   against 0.55 for predictor-corrector, 0.70 for DPM-Solver++(3M), 1.75 for Euler-Maruyama and
+#   55 for Heun, which only gets 2 steps); on VE DPM-Solver++(3M) is (0.27, against 0.99 for UniPC
+#   and 4-16 for the others). On VP and sub-VP DPM-Solver++(3M) reaches the band of exact samples
+#   at 11 NFE, UniPC at 21, the adaptive `dopri5` at 27-33, Heun and Euler-Maruyama at 51.
+#   (On this smooth 2-D mixture third order pays off at 11 NFE; on sharp 64-D mixtures it
+#   overshoots at 10 NFE, which is why UniPC drops to second order below 15 steps:
+#   `docs/sampling.md`, *Sharp data*.)
+# * **Stochastic first-order solvers need more steps**: Euler-Maruyama gets near the band at 20
+#   NFE (0.14) and inside it from 51; the predictor-corrector sampler spends half of its budget on
+#   the Langevin corrector, so at a fixed NFE it trails Euler-Maruyama on VP and sub-VP (inside the
+#   band from 101 NFE; on VE from 51).
+# * **The end point is a noise level.** Every sampler ends where `sigma/alpha` reaches 0.001 (the
+#   cell above prints the times: VP t = 1e-5, sub-VP 6e-3, VE 7e-4) and then takes Tweedie's
+#   denoising step, so the three SDEs are compared on equal terms; the paper's end times
+#   (`eps="paper"`) leave noise from 1e-4 (sub-VP, VE) to 1e-2 (VP), which shrinks modes narrower
+#   than that (visible on sharp data, not on this mixture). VE's noise spans 0.001 to 10:
+#   Euler-Maruyama with 5 steps blows up there (16.5), while the solvers on log-SNR grids stay
+#   stable.
 # * **On VE the deterministic solvers all converge to the same sample set**, whose distance (0.095)
 #   lies just above the band: that is the sampling noise of one set of 4000 points, not a bias.
 #
-# A reasonable default is `sample(sde, score_fn, shape, method="dpmpp_3m", steps=20)` (or the
-# adaptive `method="ode"` when you want a tolerance rather than a budget), and Euler-Maruyama or
-# `pc` over 100+ steps when you want the stochastic samplers the paper used for its best FID.
+# A reasonable default is `sample(sde, score_fn, shape, method="unipc", steps=19)` (20 NFE; or
+# `method="dpmpp_3m"` on smooth low-dimensional data, or the adaptive `method="ode"` when you want
+# a tolerance rather than a budget), and Euler-Maruyama or `pc` over 100+ steps when you want the
+# stochastic samplers the paper used for its best FID.
 # Notebook 2 checks these conclusions with trained networks, and finds an important caveat: few-step
 # ODE solvers need a network that predicts the data well at high noise.
 
