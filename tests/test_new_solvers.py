@@ -200,11 +200,11 @@ def test_defaults_converge_on_a_sharp_mixture(sde_name):
 @pytest.mark.parametrize("sde_name", list(SDES))
 def test_best_default_solver_meets_a_loose_quality_bar(sde_name):
     # the issue-14 bar (2% / 0.7% / 0.5% spread at 10 / 20 / 50 NFE with n=8192, 64-D), loosened for
-    # n=2000: the Monte Carlo floor plus a margin; method and steps only, nothing tuned; a mixture
+    # n=1500: the Monte Carlo floor plus a margin; method and steps only, nothing tuned; a mixture
     # seed the defaults were not measured on
     sde = SDES[sde_name]()
     gm = sharp_mixture(seed=4)
-    n = 2000
+    n = 1500
     fl = mode_metrics_floor(gm, n, repeats=3)
     fm, fs = fl["mean"], fl["std"]
     for nfe, bar in ((10, 0.03), (20, 0.012), (50, 0.01)):
