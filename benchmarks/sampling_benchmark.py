@@ -35,6 +35,8 @@ Usage::
 
     python benchmarks/sampling_benchmark.py --sharp --quick   # n = 2048, 10/20/50 NFE
     python benchmarks/sampling_benchmark.py --sharp           # n = 8192, 10/20/50/100 NFE
+    python benchmarks/sampling_benchmark.py --bar             # the quality bar at the defaults, n = 8192
+    python benchmarks/sampling_benchmark.py --bar --stochastic --n 2048   # stochastic samplers, 1000/2000 steps
     python benchmarks/sampling_benchmark.py --quick     # ~ a few minutes on 2 busy CPU cores
     python benchmarks/sampling_benchmark.py             # everything, all SDEs up to 1000 NFE
 """
@@ -429,9 +431,98 @@ def sharp_main(args):
         print()
 
 
+#: the issue-14 quality bar: best solver's spread error at 10 / 20 / 50 NFE (fractions)
+BAR = {10: 0.02, 20: 0.007, 50: 0.005}
+#: deterministic solvers checked at their documented default step count and at twice it
+BAR_DETERMINISTIC = ("unipc", "dpmpp_2m", "dpmpp_3m", "deis", "dpm_solver_2s", "dpm_solver_3s", "dpmpp_2s",
+                     "heun", "ddim", "edm")
+#: stochastic samplers (long: 1000 steps by default), run with ``--bar --stochastic``
+BAR_STOCHASTIC = ("euler_maruyama", "ancestral", "dpmpp_2m_sde", "pc")
+
+
+def bar_main(args):
+    """The issue-14 quality-bar quantities at the defaults (only method and steps named).
+
+    Per SDE and mixture seed: (1) every deterministic solver at 10 / 20 / 50 NFE (the largest step
+    count that fits) with spread error, centre / floor and weight TV / floor, and whether the best
+    solver meets the bar (spread <= 2% / 0.7% / 0.5%; centre and weight within floor + 2 std from
+    20 NFE); (2) every solver at its documented default step count and twice it, flagged 'grows'
+    when the spread error rises by more than 2 floor std to a value more than 2 floor std above
+    the floor."""
+    from score_sde.evaluation import mode_metrics, mode_metrics_floor, sharp_mixture
+    from score_sde.sampling import SOLVERS
+    n = args.n or 8192
+    seeds = [int(v) for v in args.bar_seeds.split(",")]
+    methods = BAR_STOCHASTIC if args.stochastic else BAR_DETERMINISTIC
+    if args.only:
+        methods = tuple(m for m in args.only.split(",") if m)
+    t_start = time.time()
+    print(f"# Quality bar (issue 14): sharp mixtures, n={n}, defaults only\n")
+    for seed in seeds:
+        gm = sharp_mixture(seed)
+        fl = mode_metrics_floor(gm, n, repeats=3, generator=torch.Generator().manual_seed(10_000 + seed))
+        fm, fs = fl["mean"], fl["std"]
+        print(f"## sharp_mixture(seed={seed}): floors spread {100 * fm['spread']:.2f}% +- {100 * fs['spread']:.2f}%, "
+              f"centre {fm['centre']:.4f} +- {fs['centre']:.4f}, weight TV {fm['weight_tv']:.4f} +- "
+              f"{fs['weight_tv']:.4f}\n")
+        at_floor = lambda mm, k: mm[k] <= fm[k] + 2 * fs[k]   # noqa: E731
+        for sname in args.sdes.split(","):
+            sde = SDES[sname]()
+            sf = gm.score_fn(sde)
+            gen = lambda: torch.Generator().manual_seed(seed + 1)   # noqa: E731
+
+            def run(method, steps):
+                out = sample(sde, sf, (n, *gm.event_shape), method=method, steps=steps, generator=gen())
+                return mode_metrics(gm, out.samples), out.nfe
+            if not args.stochastic:
+                print(f"### {type(sde).__name__}: spread error % [centre / floor, weight TV / floor] at a budget\n")
+                print("| solver | " + " | ".join(f"{b} NFE" for b in BAR) + " |")
+                print("|---|" + "---|" * len(BAR))
+                best = {b: (math.inf, None, None) for b in BAR}
+                for method in methods:
+                    per = SOLVERS[method](sde).evals_per_step
+                    cells = []
+                    for b in BAR:
+                        steps = (b - 1) // per
+                        if steps < 1:
+                            cells.append("-")
+                            continue
+                        mm, nfe = run(method, steps)
+                        if math.isfinite(mm["spread"]) and mm["spread"] < best[b][0]:
+                            best[b] = (mm["spread"], method, mm)
+                        cells.append(f"{100 * mm['spread']:.2f}% [{mm['centre'] / fm['centre']:.1f}, "
+                                     f"{mm['weight_tv'] / fm['weight_tv']:.1f}]" + (f" ({nfe})" if nfe != b else ""))
+                    print(f"| {method} | " + " | ".join(cells) + " |")
+                verdict = []
+                for b, (v, method, mm) in best.items():
+                    misses = [] if v <= BAR[b] else ["spread"]
+                    if b >= 20:
+                        misses += [k for k in ("centre", "weight_tv") if not at_floor(mm, k)]
+                    verdict.append(f"{b} NFE: {method} {100 * v:.2f}% (bar {100 * BAR[b]:.1f}%"
+                                   f"{', centre and weight within floor + 2 std' if b >= 20 else ''}) "
+                                   + ("MEETS" if not misses else f"MISSES ({', '.join(misses)})"))
+                print("\nbest: " + "; ".join(verdict) + "\n")
+            print(f"### {type(sde).__name__}: default step count d and 2d (spread error %, NFE)\n")
+            print("| solver | d | spread at d | spread at 2d | trend |")
+            print("|---|---|---|---|---|")
+            for method in methods:
+                d = SOLVERS[method](sde).default_steps
+                (m1, n1), (m2, n2) = run(method, d), run(method, 2 * d)
+                # grows: rises by more than 2 floor std and is not within 2 std of the floor itself
+                grows = not (m2["spread"] <= m1["spread"] + 2 * fs["spread"]
+                             or m2["spread"] <= fm["spread"] + 2 * fs["spread"])
+                print(f"| {method} | {d} | {100 * m1['spread']:.2f}% ({n1}) | {100 * m2['spread']:.2f}% ({n2}) | "
+                      f"{'grows' if grows else 'falls / at floor'} |")
+            print(flush=True)
+    print(f"(total {time.time() - t_start:.0f} s)")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sharp", action="store_true", help="per-mode metrics on the sharp 64-D mixture (issue 14)")
+    p.add_argument("--bar", action="store_true", help="the issue-14 quality-bar quantities at the defaults, n=8192")
+    p.add_argument("--bar-seeds", default="0", help="sharp-mixture seeds of --bar")
+    p.add_argument("--stochastic", action="store_true", help="with --bar: the stochastic samplers (long)")
     p.add_argument("--quick", action="store_true", help="n=1000, budget 1000 only for a few solvers on VP")
     p.add_argument("--n", type=int, default=None, help="samples per run (default 2000; 1000 with --quick)")
     p.add_argument("--dim", type=int, default=64)
@@ -445,6 +536,8 @@ def main(argv=None):
     p.add_argument("--no-ode", action="store_true", help="skip the adaptive ODE table")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.bar:
+        return bar_main(args)
     if args.sharp:
         return sharp_main(args)
     import functools

@@ -20,7 +20,7 @@ print("floor spread %.2f%%" % (100 * fl["spread"]))
 for sn, cls in [("vp", score_sde.VPSDE), ("subvp", score_sde.subVPSDE), ("ve", score_sde.VESDE)]:
     sde = cls()
     sf = gm.score_fn(sde)
-    for meth, per in [("dpmpp_2m", 1), ("dpmpp_3m", 1), ("heun", 2)]:
+    for meth, per in [("dpmpp_2m", 1), ("dpmpp_3m", 1), ("heun", 2), ("unipc", 1)]:
         row = []
         for nfe in (10, 20, 50):
             out = sample(sde, sf, (n, 1, 8, 8), method=meth, steps=(nfe - 1) // per, generator=torch.Generator().manual_seed(1))

@@ -73,9 +73,15 @@ for name, sde in sdes.items():
 for ax, title in zip(axes, ["alpha(t)", "sigma(t)", "log-SNR lambda(t)"]):
     ax.set_title(title); ax.set_xlabel("t"); ax.legend()
 plt.tight_layout(); plt.show()
+from score_sde.sampling import defaults
+
+# the samplers end where the noise level sigma/alpha reaches defaults.END_SIGMA (0.001) for every SDE;
+# eps="paper" gives the paper's end times sde.sampling_eps instead
 for name, sde in sdes.items():
-    print(f"{name:7s} prior std {sde.prior_std:5.1f}   sampling eps {sde.sampling_eps:g}   "
-          f"sigma(eps) = {float(sde.sigma(torch.tensor(sde.sampling_eps))):.2e}")
+    eps = defaults.resolve_eps(sde, None)
+    print(f"{name:7s} prior std {sde.prior_std:5.1f}   default end t = {eps:.2e} (sigma/alpha = "
+          f"{defaults.END_SIGMA:g})   paper's end t = {sde.sampling_eps:g} (sigma/alpha = "
+          f"{float(sde.sigma(torch.tensor(sde.sampling_eps)) / sde.alpha(torch.tensor(sde.sampling_eps))):.1e})")
 
 # %% [markdown]
 # ### Forward trajectories
@@ -158,8 +164,11 @@ plt.tight_layout(); plt.show()
 #   step. In two dimensions, per-sample Langevin step sizes (the package default) blow up where the
 #   score is small, so we use batch-mean norms (`langevin_norm="batch"`, the paper's rule).
 # * `ode`: the probability-flow ODE with torchdiffeq's adaptive `dopri5`; NFE set by the tolerance.
-# * `heun`: EDM's second-order Heun method on the Karras time grid; 2 NFE per step.
+# * `heun`: EDM's second-order Heun method (default grid: uniform log-SNR); 2 NFE per step.
 # * `dpmpp_3m`: DPM-Solver++(3M), third-order multistep, 1 NFE per step, uniform log-SNR grid.
+# * `unipc`: UniPC, multistep, 1 NFE per step; from 15 steps on third order with its UniC corrector
+#   (fourth order, no extra call) on the `log_snr_early` grid, below that second order on
+#   `log_snr_late` (the package's defaults, chosen on sharp 64-D mixtures: `docs/sampling.md`).
 
 # %%
 sw = sliced_w2_to(reference)     # sliced 2-Wasserstein distance to the exact reference samples
@@ -175,6 +184,7 @@ solvers = {
            [max(s // 2, 2) for s in STEPS]),
     "heun": ({}, [max(s // 2, 2) for s in STEPS]),
     "dpmpp_3m": ({}, [s for s in STEPS if s <= 50]),
+    "unipc": ({}, [s for s in STEPS if s <= 50]),
 }
 results = {}   # (sde, solver) -> list of (nfe, sliced W2)
 t0 = time.perf_counter()
@@ -195,7 +205,7 @@ print(f"{sum(len(v) for v in results.values())} sampler runs in {time.perf_count
 fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=True)
 for ax, sname in zip(axes, sdes):
     ax.axhspan(min(floor), max(floor), color="grey", alpha=0.3, label="exact samples")
-    for method in ["euler_maruyama", "pc", "ode", "heun", "dpmpp_3m"]:
+    for method in ["euler_maruyama", "pc", "ode", "heun", "dpmpp_3m", "unipc"]:
         nfe, dist = zip(*sorted(results[(sname, method)]))
         ax.loglog(nfe, dist, "o-", label=method)
     ax.set_title(sname); ax.set_xlabel("NFE (score evaluations)")
@@ -219,7 +229,7 @@ for (sname, method), rows in results.items():
 best = {}
 for sname in sdes:
     reach = {}
-    for method in ["euler_maruyama", "pc", "ode", "heun", "dpmpp_3m"]:
+    for method in ["euler_maruyama", "pc", "ode", "heun", "dpmpp_3m", "unipc"]:
         ok = [n for n, d in sorted(results[(sname, method)]) if d <= max(floor)]
         reach[method] = ok[0] if ok else None
     best[sname] = reach
@@ -232,26 +242,32 @@ for sname in sdes:
 # numbers are in the table above):
 #
 # * **Below about 20 evaluations the solver matters more than anything else.** At 5-6 NFE
-#   DPM-Solver++(3M) is the best solver on VP (sliced W2 0.15, against 0.34 for Euler-Maruyama,
-#   0.61 for predictor-corrector and 4.3 for Heun, which only gets 2 steps) and on VE (0.49 against
-#   3.4-18); on VP and sub-VP it reaches the band of exact samples at 21 NFE, the adaptive `dopri5`
-#   at 27-33, Heun at 51.
-# * **Stochastic first-order solvers need more steps**: Euler-Maruyama gets near the band at 20-50
-#   NFE and well inside it at 100-200; the predictor-corrector sampler spends half of its budget on
-#   the Langevin corrector, so at a fixed NFE it trails Euler-Maruyama on this data (it needs about
-#   100 NFE).
-# * **The end time and the grid matter as much as the order.** Sub-VP's noise at `eps = 1e-3` is
-#   only 1e-4 (VP's: 1e-2), so a uniform log-SNR grid spends much of a small budget at tiny noise
-#   levels: DPM-Solver++(3M) at 11 NFE is three times worse on sub-VP than on VP (`docs/sampling.md`
-#   shows how to pick a better end time for sub-VP and VE at few steps). VE's noise spans
-#   0.01 to 10: Euler-Maruyama with 5 uniform steps in t blows up (18), while solvers on log-SNR or
-#   Karras grids stay stable.
+#   UniPC (second order on its few-step grid) is the best solver on VP and sub-VP (sliced W2 0.40,
+#   against 0.55 for predictor-corrector, 0.70 for DPM-Solver++(3M), 1.75 for Euler-Maruyama and
+#   55 for Heun, which only gets 2 steps); on VE DPM-Solver++(3M) is (0.27, against 0.99 for UniPC
+#   and 4-16 for the others). On VP and sub-VP DPM-Solver++(3M) reaches the band of exact samples
+#   at 11 NFE, UniPC at 21, the adaptive `dopri5` at 27-33, Heun and Euler-Maruyama at 51.
+#   (On this smooth 2-D mixture third order pays off at 11 NFE; on sharp 64-D mixtures it
+#   overshoots at 10 NFE, which is why UniPC drops to second order below 15 steps:
+#   `docs/sampling.md`, *Sharp data*.)
+# * **Stochastic first-order solvers need more steps**: Euler-Maruyama gets near the band at 20
+#   NFE (0.14) and inside it from 51; the predictor-corrector sampler spends half of its budget on
+#   the Langevin corrector, so at a fixed NFE it trails Euler-Maruyama on VP and sub-VP (inside the
+#   band from 101 NFE; on VE from 51).
+# * **The end point is a noise level.** Every sampler ends where `sigma/alpha` reaches 0.001 (the
+#   cell above prints the times: VP t = 1e-5, sub-VP 6e-3, VE 7e-4) and then takes Tweedie's
+#   denoising step, so the three SDEs are compared on equal terms; the paper's end times
+#   (`eps="paper"`) leave noise from 1e-4 (sub-VP, VE) to 1e-2 (VP), which shrinks modes narrower
+#   than that (visible on sharp data, not on this mixture). VE's noise spans 0.001 to 10:
+#   Euler-Maruyama with 5 steps blows up there (16.5), while the solvers on log-SNR grids stay
+#   stable.
 # * **On VE the deterministic solvers all converge to the same sample set**, whose distance (0.095)
 #   lies just above the band: that is the sampling noise of one set of 4000 points, not a bias.
 #
-# A reasonable default is `sample(sde, score_fn, shape, method="dpmpp_3m", steps=20)` (or the
-# adaptive `method="ode"` when you want a tolerance rather than a budget), and Euler-Maruyama or
-# `pc` over 100+ steps when you want the stochastic samplers the paper used for its best FID.
+# A reasonable default is `sample(sde, score_fn, shape, method="unipc", steps=19)` (20 NFE; or
+# `method="dpmpp_3m"` on smooth low-dimensional data, or the adaptive `method="ode"` when you want
+# a tolerance rather than a budget), and Euler-Maruyama or `pc` over 100+ steps when you want the
+# stochastic samplers the paper used for its best FID.
 # Notebook 2 checks these conclusions with trained networks, and finds an important caveat: few-step
 # ODE solvers need a network that predicts the data well at high noise.
 

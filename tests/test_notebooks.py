@@ -80,7 +80,7 @@ def test_notebook_01_pick_an_sde_and_a_solver(tmp_path, monkeypatch):
     assert 0 < lo <= hi < 0.5
     res = s["results"]
     for sde in ("VP", "sub-VP", "VE"):
-        for method in ("euler_maruyama", "pc", "ode", "heun", "dpmpp_3m"):
+        for method in ("euler_maruyama", "pc", "ode", "heun", "dpmpp_3m", "unipc"):
             rows = res[f"{sde}/{method}"]
             assert rows and all(isinstance(n, int) and n > 0 and _finite(d) for n, d in rows)
     # exact score, ~20 NFE of DPM-Solver++(3M) on VP: close to exact samples (floor of 400 points ~0.1)

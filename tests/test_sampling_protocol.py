@@ -181,14 +181,14 @@ def test_non_finite_values_are_reported_at_the_first_bad_step():
     # uniform grid of 10 steps: the first score time below 0.5 is t_6 = 0.4000, used by step 6
     bad = lambda x, t: good(x, t) * (float("nan") if float(t[0]) < 0.5 else 1.0)  # noqa: E731
     with pytest.raises(NonFiniteError, match=r"step 6 \(from t=0\.4000"):
-        sample(sde, bad, (4, 3), method="euler_maruyama", steps=10)
+        sample(sde, bad, (4, 3), method="euler_maruyama", steps=10, grid="uniform_t")
     # and beyond the periodic host check: a NaN at step 70 of 100 is named too
     late = lambda x, t: good(x, t) * (float("nan") if float(t[0]) < 0.3 else 1.0)  # noqa: E731
     grid = score_sde.sampling.grids.uniform_t(sde, 100, sde.sampling_eps).tolist()
     first = next(i for i, t in enumerate(grid) if t < 0.3)
     assert first > base.FINITE_CHECK_EVERY
     with pytest.raises(NonFiniteError, match=rf"step {first} "):
-        sample(sde, late, (4, 3), method="euler_maruyama", steps=100)
+        sample(sde, late, (4, 3), method="euler_maruyama", steps=100, grid="uniform_t", eps="paper")
 
 
 # ------------------------------------------------------------------------------------------ shared pieces

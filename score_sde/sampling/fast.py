@@ -184,9 +184,11 @@ class DPMSolverPP(Solver):
 
 
 class DPMSolverPP2M(UniCAttachable, DPMSolverPP):
-    """DPM-Solver++(2M): second order, one score call per step."""
+    """DPM-Solver++(2M): second order, one score call per step; default grid ``log_snr_late``
+    (measured on sharp mixtures: its spread error falls 10 -> 20 -> 50 NFE there, not on ``log_snr``)."""
     name = "dpmpp_2m"
     solver_order = 2
+    default_grid = "log_snr_late"
     options = {**DPMSolverPP.options, **UniCAttachable.corrector_options}
 
 
@@ -202,7 +204,7 @@ class DPMSolverPP2MSDE(Solver):
     name = "dpmpp_2m_sde"
     order = 1
     stochastic = True
-    default_grid = "quadratic"
+    default_grid = "log_snr"   # quadratic in t measured worse with the default end point (docs/sampling.md)
     default_steps = 30
     options = {"eta": 1.0}
 

@@ -110,35 +110,55 @@ def _check_variant(v):
 class UniPC(Solver):
     """UniPC multistep, orders 1-3 (``solver_order``), data or noise prediction, B(h) bh1 / bh2.
 
-    Options: ``solver_order`` (default 3; the names ``unipc_2m`` etc. are not registered, pass the
-    option), ``variant`` ("bh1" / "bh2"), ``predict_x0`` (True: data prediction), ``corrector``
-    ("unic" adds UniC at no extra call, "none": UniP alone), ``lower_order_final``.
-    One score call per step; order ``solver_order`` (+1 with UniC).
+    Options: ``solver_order`` (1, 2, 3 or None), ``variant`` ("bh1" / "bh2"), ``predict_x0``
+    (True: data prediction), ``corrector`` ("unic" adds UniC at no extra call, "none": UniP
+    alone, or None), ``lower_order_final``. One score call per step; order ``solver_order``
+    (+1 with UniC).
+
+    Defaults by step count (``None``; measured on sharp mixtures, docs/sampling.md): from
+    :attr:`FEW_STEPS` = 15 steps on, order 3 with UniC on the ``log_snr_early`` grid; below it,
+    order 2 without UniC on the ``log_snr_late`` grid (order 3 and UniC overshoot with log-SNR
+    steps above ~2). Named values are used as given at any step count.
     """
     name = "unipc"
     ode = True
-    default_grid = "log_snr"
+    default_grid = "log_snr_early"
     default_steps = 20
-    options = {"solver_order": 3, "variant": "bh2", "predict_x0": True, "corrector": "unic",
+    FEW_STEPS = 15
+    options = {"solver_order": None, "variant": "bh2", "predict_x0": True, "corrector": None,
                "lower_order_final": True}
 
     @property
     def order(self):
-        return self.opts["solver_order"] + (self.opts["corrector"] == "unic")
+        o = self.opts
+        k = 3 if o["solver_order"] is None else o["solver_order"]
+        return k + ((o["corrector"] or "unic") == "unic")
 
     def validate(self):
         o = self.opts
-        if o["solver_order"] not in (1, 2, 3) or isinstance(o["solver_order"], bool):
-            raise ValueError(f"solver_order must be 1, 2 or 3, got {o['solver_order']!r}")
+        if o["solver_order"] is not None and (o["solver_order"] not in (1, 2, 3) or isinstance(o["solver_order"], bool)):
+            raise ValueError(f"solver_order must be 1, 2, 3 or None (by step count), got {o['solver_order']!r}")
         _check_variant(o["variant"])
-        if o["corrector"] not in ("unic", "none"):
-            raise ValueError(f"corrector must be 'unic' or 'none' for method 'unipc', got {o['corrector']!r}")
+        if o["corrector"] not in ("unic", "none", None):
+            raise ValueError(f"corrector must be 'unic', 'none' or None (by step count) for method 'unipc', "
+                             f"got {o['corrector']!r}")
         for k in ("predict_x0", "lower_order_final"):
             if not isinstance(o[k], bool):
                 raise ValueError(f"{k} must be True or False, got {o[k]!r}")
 
+    def _few(self, steps: int) -> bool:
+        return steps < self.FEW_STEPS
+
+    def make_grid(self, grid, steps: int, eps: float) -> torch.Tensor:
+        if grid is None:
+            grid = "log_snr_late" if self._few(steps) else self.default_grid
+        return super().make_grid(grid, steps, eps)
+
     def init_state(self, x, grid):
-        return {"hist": [], "pending": None}
+        o, few = self.opts, self._few(len(grid) - 1)
+        order = o["solver_order"] if o["solver_order"] is not None else (2 if few else 3)
+        corr = o["corrector"] if o["corrector"] is not None else ("none" if few else "unic")
+        return {"hist": [], "pending": None, "order": order, "corrector": corr}
 
     def _model(self, m: Evaluator, x, t):
         if self.opts["predict_x0"]:
@@ -157,10 +177,10 @@ class UniPC(Solver):
         if len(hist) > 3:
             hist.pop(0)
         n = len(state["grid"]) - 1
-        k = _order_now(o["solver_order"], len(hist), state["index"], n, o["lower_order_final"])
+        k = _order_now(state["order"], len(hist), state["index"], n, o["lower_order_final"])
         x_new = uni_update(x, ct, cs, hist, k, o["variant"], o["predict_x0"])
         last = state["index"] == n - 1
-        state["pending"] = None if (last or o["corrector"] != "unic") else (x, ct, k)
+        state["pending"] = None if (last or state["corrector"] != "unic") else (x, ct, k)
         return x_new
 
 
