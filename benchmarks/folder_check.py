@@ -72,13 +72,14 @@ def main():
     print(json.dumps(out), flush=True)
     if a.train:
         import torch
-        from score_sde import builders, cli
+        from score_sde import experiment as ex
+        from score_sde.config import load_config
 
-        cfg = builders.load_config(a.config, [f"data.root={root}", *a.set])
+        cfg = load_config(a.config, [f"data.root={root}", *a.set])
         t0 = time.perf_counter()
-        res = cli.run_train(cfg, a.workdir, device=torch.device("cpu"), progress=False)
+        res = ex.run_train(cfg, a.workdir, device=torch.device("cpu"), progress=False)
         out["train_seconds"], out["steps"] = time.perf_counter() - t0, res.step
-        lik = cli.run_likelihood(cfg, a.workdir, split="test", seed=0, device=torch.device("cpu"))
+        lik = ex.run_likelihood(cfg, a.workdir, split="test", seed=0, device=torch.device("cpu"))
         out["bits_per_dim"], out["bits_per_dim_stderr"] = lik["bits_per_dim"], lik["bits_per_dim_stderr"]
         out["margin_vs_gmm"] = out["gmm10_full_bits_per_dim"] - out["bits_per_dim"]
         print(json.dumps(out), flush=True)

@@ -24,7 +24,7 @@ SDE_LAYER = {"sde", "schedules"}
 #: the math on top of an SDE: exact scores, losses, solvers, likelihoods, networks
 CORE = {"analytic", "losses", "sampling", "conditional", "likelihood", "models"}
 #: the application layer and the two front ends that stand on it
-APPLICATION = {"experiment"}
+APPLICATION = {"experiment", "compare"}
 FRONT_ENDS = {"cli", "demo"}
 
 ALLOWED = {
@@ -47,6 +47,7 @@ ALLOWED = {
     "interop": FOUNDATION | SDE_LAYER | CORE | {"config", "training"},
     "builders": {"config"},                   # deprecated alias of config
     "experiment": FOUNDATION | SDE_LAYER | CORE | {"data", "config", "training", "evaluation", "interop"},
+    "compare": FOUNDATION | SDE_LAYER | CORE | {"data", "config", "evaluation", "experiment"},
     "demo": FOUNDATION | APPLICATION | {"config"},
     "cli": FOUNDATION | APPLICATION | {"config", "demo"},
     "__main__": {"cli"},
