@@ -39,6 +39,7 @@ from . import config as config_lib
 from . import experiment as ex
 from .evaluation import evaluate_samples
 from .io import save_image_grid, save_metric_plot, save_visual, write_json, write_text
+from .safe_pickle import WeightsFileError
 from .sampling import SOLVERS, sample
 
 __all__ = ["DEFAULT_SOLVERS", "DEFAULT_BUDGETS", "steps_for_budget", "sample_stats", "run_compare", "markdown_table",
@@ -109,7 +110,7 @@ def _metrics(x: torch.Tensor, ds, cfg: ConfigDict, workdir, seed: int, device, c
 def _safe_metrics(x, ds, cfg, workdir, seed, device, clip) -> Dict:
     try:
         return _metrics(x, ds, cfg, workdir, seed, device, clip)
-    except (FileNotFoundError, OSError, ValueError) as e:   # e.g. no Inception weights file
+    except (FileNotFoundError, WeightsFileError) as e:   # no (usable) Inception weights file: no metric
         return {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
 
 
@@ -122,6 +123,7 @@ def markdown_table(res: Dict) -> str:
              f"disjoint real sets of {res.get('floor', {}).get('n', '?')}: "
              + (f"{floor:.4g}" if isinstance(floor, float) else "n/a")
              + (f"; real data pixel std {res['data_pixel_std']:.3f}." if res.get("data_pixel_std") else "."),
+             *([f"No metric: {res['floor']['error']}"] if res.get("floor", {}).get("error") else []),
              "",
              f"| solver | steps | NFE | {name} | {name} unclipped | out of range | pixel std | seconds |",
              "|---|---|---|---|---|---|---|---|"]
