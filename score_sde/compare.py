@@ -40,7 +40,7 @@ from . import experiment as ex
 from .evaluation import evaluate_samples
 from .io import save_image_grid, save_metric_plot, save_visual, write_json, write_text
 from .safe_pickle import WeightsFileError
-from .sampling import SOLVERS, sample
+from .sampling import SOLVERS, NonFiniteError, sample
 
 __all__ = ["DEFAULT_SOLVERS", "DEFAULT_BUDGETS", "steps_for_budget", "sample_stats", "run_compare", "markdown_table",
            "parse_list"]
@@ -132,6 +132,10 @@ def markdown_table(res: Dict) -> str:
         return "n/a" if v is None else format(v, fmt)
 
     for r in res["rows"]:
+        if r.get("error"):
+            lines.append(f"| {r['solver']} | {r['steps'] if r['steps'] is not None else 'adaptive'} | n/a | "
+                         f"failed: {r['error']} | | | | {r['seconds']:.1f} |")
+            continue
         lines.append(f"| {r['solver']} | {r['steps'] if r['steps'] is not None else 'adaptive'} | {r['nfe']} | "
                      f"{f(r['metric'], '.3f')} | {f(r['metric_unclipped'], '.3f')} | "
                      f"{'n/a' if r['out_of_range'] is None else format(100 * r['out_of_range'], '.2f') + '%'} | "
@@ -152,7 +156,8 @@ def _progress(total: int, enabled: bool):
 def run_compare(cfg: Optional[ConfigDict], workdir, solvers: Sequence[str] = DEFAULT_SOLVERS,
                 budgets: Sequence[int] = DEFAULT_BUDGETS, n: int = 1000, seed: int = 0, device=None,
                 checkpoint: Optional[str] = None, run: Optional["ex.TrainedRun"] = None, out_dir=None,
-                progress: bool = True, unclipped: bool = True) -> Dict:
+                progress: bool = True, unclipped: bool = True,
+                budgets_for: Optional[Dict[str, Sequence[int]]] = None) -> Dict:
     """Sample the run's model with every solver at every budget and measure each row (module doc).
 
     Args:
@@ -164,10 +169,13 @@ def run_compare(cfg: Optional[ConfigDict], workdir, solvers: Sequence[str] = DEF
         run: an already loaded :class:`score_sde.experiment.TrainedRun` to reuse.
         out_dir: where the files go (default ``WORKDIR/compare``).
         unclipped: also compute the metric without clipping (images).
+        budgets_for: ``{solver: budgets}`` replacing ``budgets`` for those solvers (e.g. the
+            stochastic solvers at larger budgets than the ODE solvers).
 
     Returns the dict written to ``compare.json``: ``rows`` (``solver``, ``steps``, ``nfe``,
     ``budget``, ``metric``, ``metric_unclipped``, ``metrics`` (everything the evaluation
-    returned), ``out_of_range``, ``pixel_std``, ``seconds``), ``metric`` (its name), ``floor``,
+    returned), ``out_of_range``, ``pixel_std``, ``seconds``; a solver that diverged (non-finite values) has
+    ``error`` and None values), ``metric`` (its name), ``floor``,
     ``data_pixel_std``, ``files`` and ``markdown``.
     """
     solvers = list(solvers)
@@ -191,7 +199,7 @@ def run_compare(cfg: Optional[ConfigDict], workdir, solvers: Sequence[str] = DEF
             plan.append((m, None, None))
             continue
         seen = set()
-        for b in budgets:
+        for b in sorted({int(v) for v in (budgets_for or {}).get(m, budgets)}):
             s = steps_for_budget(run.sde, m, b)
             if s is not None and s not in seen:
                 seen.add(s)
@@ -213,8 +221,16 @@ def run_compare(cfg: Optional[ConfigDict], workdir, solvers: Sequence[str] = DEF
     bar = _progress(len(plan), progress)
     for m, steps, b in plan:
         t0 = time.perf_counter()
-        x, nfe = ex.draw_samples(run.sde, run.model, ds.event_shape, int(n), m, steps, seed, dev,
-                                 cfg.sampling.batch_size, eps=eps)
+        try:
+            x, nfe = ex.draw_samples(run.sde, run.model, ds.event_shape, int(n), m, steps, seed, dev,
+                                     cfg.sampling.batch_size, eps=eps)
+        except NonFiniteError as e:     # a diverging solver is a result of the comparison, not a crash
+            rows.append({"solver": m, "steps": steps, "budget": b, "nfe": None, "metric": None,
+                         "metric_unclipped": None, "out_of_range": None, "pixel_std": None,
+                         "seconds": time.perf_counter() - t0, "error": str(e).splitlines()[0]})
+            if bar is not None:
+                bar.update(1)
+            continue
         secs = time.perf_counter() - t0
         met = _safe_metrics(x, ds, cfg, workdir, seed, dev, clip=True)
         key = _fd_key(met)
@@ -234,11 +250,13 @@ def run_compare(cfg: Optional[ConfigDict], workdir, solvers: Sequence[str] = DEF
         bar.close()
 
     res = {"workdir": str(workdir), "checkpoint": str(run.checkpoint), "step": run.step, "n": int(n),
-           "seed": int(seed), "solvers": solvers, "budgets": budgets, "eps": eps, "metric": name,
+           "seed": int(seed), "solvers": solvers, "budgets": budgets,
+           "budgets_for": {k: list(v) for k, v in (budgets_for or {}).items()}, "eps": eps, "metric": name,
            "floor": floor_out, "data_pixel_std": float(real.double().std()), "rows": rows}
 
     files = {}
-    series = {m: [(r["nfe"], r["metric"]) for r in rows if r["solver"] == m] for m in solvers}
+    series = {m: [(r["nfe"], r["metric"]) for r in rows if r["solver"] == m and r["nfe"] is not None]
+              for m in solvers}
     if name and any(r["metric"] is not None for r in rows):
         files["plot"] = str(save_metric_plot(series, out_dir / f"compare_{name}.png", xlabel="NFE (log scale)",
                                              ylabel=f"{name} (clipped)", title=f"{ds.name}: {name} against NFE",

@@ -1,6 +1,7 @@
 """``score-sde compare`` end to end on tiny runs: files written, table columns, NFE counted and within
 the budgets, the adaptive solver entering once with its own NFE, the floor and the unclipped metric."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,3 +94,25 @@ def test_compare_digits_metric_floor_and_unclipped(tmp_path):
     from PIL import Image
     with Image.open(wd / "compare" / "grid_ddim.png") as im:
         assert im.size[0] > 10 * 8 * 4       # one row of 10 upscaled digits
+
+
+def test_demo_compares_discrete_with_continuous(tmp_path):
+    from score_sde.demo import run_demo
+
+    wd = tmp_path / "demo"
+    tiny = [o.replace("--config.", "") for o in TINY] + ["training.n_iters=10", "eval.rtol=1e-3", "eval.atol=1e-3"]
+    res = run_demo(wd, quick=True, overrides=tiny, progress=False, solvers=("ddpm", "dpmpp_2m", "ode"),
+                   budgets={"ddpm": (10, 20), "dpmpp_2m": (10,)})
+    s = res["summary"]
+    assert s["steps_trained"] == 10 and s["metric"] == "digits_fd" and s["metric_floor"] > 0
+    cmp = json.loads((wd / "compare" / "compare.json").read_text())
+    drawn = {"ddpm", "dpmpp_2m"} | (set() if cmp["rows"][3].get("error") else {"ode"})
+    assert set(s["samples"]) == drawn and all(Path(p).is_file() for p in s["samples"].values())
+    assert [(r["solver"], r["nfe"]) for r in cmp["rows"][:3]] == [("ddpm", 10), ("ddpm", 20), ("dpmpp_2m", 10)]
+    assert cmp["rows"][3]["solver"] == "ode" and cmp["n"] == 200
+    if cmp["rows"][3].get("error"):    # a 10-step model may make the adaptive solver diverge: reported, not raised
+        assert cmp["rows"][3]["nfe"] is None and "non-finite" in cmp["rows"][3]["error"]
+        assert "| ode | adaptive | n/a | failed: " in (wd / "compare" / "compare.md").read_text()
+    m = json.loads((wd / "metrics.json").read_text())
+    assert m["config"]["model"]["output"] == "edm" and m["config"]["training"]["weighting"] == "edm"
+    assert 0 < m["likelihood"]["bits_per_dim"] < 50 and (wd / "samples" / "data_test.png").is_file()
