@@ -244,7 +244,8 @@ def run_compare(cfg: Optional[ConfigDict], workdir, solvers: Sequence[str] = DEF
         rows.append(row)
         shown.setdefault(m, []).append(x[:GRID_SAMPLES].cpu() if ds.kind == "image" else x.cpu())
         if bar is not None:
-            bar.set_postfix_str(f"{m} NFE {nfe}: {name}={row['metric'] if row['metric'] is None else round(row['metric'], 3)}")
+            v = row["metric"]
+            bar.set_postfix_str(f"{m} NFE {nfe}: {name}={v if v is None else round(v, 3)}")
             bar.update(1)
     if bar is not None:
         bar.close()

@@ -27,7 +27,7 @@ __all__ = ["RECIPES", "apply_recipe"]
 RECIPES: Dict[str, Dict[str, object]] = {
     "edm": {"model.output": "edm", "model.time_label": "edm", "model.sigma_data": 0.0,
             "training.weighting": "edm", "training.time_sampling": "lognormal",
-            "training.p_mean": -1.2, "training.p_std": 1.2},
+            "training.p_mean": -0.8, "training.p_std": 1.6},
     "likelihood": {"model.output": "eps", "model.time_label": "t", "training.weighting": "likelihood",
                    "training.time_sampling": "importance"},
 }
