@@ -6,7 +6,7 @@ split), fits a 10-component full-covariance Gaussian mixture (sklearn) to the un
 dequantised train patches and reports its held-out bits/dim with the same dequantisation bound as
 ``score_sde.likelihood`` (``-(log p(y) + D log(2/256)) / (D ln 2)`` for y in [-1, 1]). With
 ``--train`` it then trains ``--config`` (default configs/vp/folder.py) on the folder and reports
-its test bits/dim through the probability-flow ODE.
+its test bits/dim through the probability-flow ODE (the config reads the patches' size and channels).
 
     OMP_NUM_THREADS=2 python benchmarks/folder_check.py --dir runs/patches --train --workdir runs/folder
 """
