@@ -281,4 +281,7 @@ def parse_list(text: Optional[str], cast=str) -> Optional[List]:
     if text is None:
         return None
     items = [t.strip() for t in str(text).split(",") if t.strip()]
-    return [cast(t) for t in items]
+    try:
+        return [cast(t) for t in items]
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list of {cast.__name__} values, got {text!r}") from None
