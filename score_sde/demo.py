@@ -121,7 +121,8 @@ def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Seque
     for n_iters, lr in schedule:
         cfg.training.n_iters, cfg.optim.lr = int(n_iters), float(lr)
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="resuming from .* with (a different config|changed training settings)")
+            warnings.filterwarnings("ignore",
+                                    message="resuming from .* with (a different config|changed training settings)")
             res = ex.run_train(cfg, workdir, device=dev, progress=progress)
     train_s = time.perf_counter() - t0
     _log(f"trained to step {res.step} in {train_s:.0f} s -> {res.checkpoint}")
