@@ -6,7 +6,7 @@ split), fits a 10-component full-covariance Gaussian mixture (sklearn) to the un
 dequantised train patches and reports its held-out bits/dim with the same dequantisation bound as
 ``score_sde.likelihood`` (``-(log p(y) + D log(2/256)) / (D ln 2)`` for y in [-1, 1]). With
 ``--train`` it then trains ``--config`` (default configs/vp/folder.py) on the folder and reports
-its test bits/dim through the probability-flow ODE.
+its test bits/dim through the probability-flow ODE (the config reads the patches' size and channels).
 
     OMP_NUM_THREADS=2 python benchmarks/folder_check.py --dir runs/patches --train --workdir runs/folder
 """
@@ -72,13 +72,14 @@ def main():
     print(json.dumps(out), flush=True)
     if a.train:
         import torch
-        from score_sde import builders, cli
+        from score_sde import experiment as ex
+        from score_sde.config import load_config
 
-        cfg = builders.load_config(a.config, [f"data.root={root}", *a.set])
+        cfg = load_config(a.config, [f"data.root={root}", *a.set])
         t0 = time.perf_counter()
-        res = cli.run_train(cfg, a.workdir, device=torch.device("cpu"), progress=False)
+        res = ex.run_train(cfg, a.workdir, device=torch.device("cpu"), progress=False)
         out["train_seconds"], out["steps"] = time.perf_counter() - t0, res.step
-        lik = cli.run_likelihood(cfg, a.workdir, split="test", seed=0, device=torch.device("cpu"))
+        lik = ex.run_likelihood(cfg, a.workdir, split="test", seed=0, device=torch.device("cpu"))
         out["bits_per_dim"], out["bits_per_dim_stderr"] = lik["bits_per_dim"], lik["bits_per_dim_stderr"]
         out["margin_vs_gmm"] = out["gmm10_full_bits_per_dim"] - out["bits_per_dim"]
         print(json.dumps(out), flush=True)

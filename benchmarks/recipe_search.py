@@ -1,9 +1,9 @@
 """Which training recipe and backbone serve every solver on the digits (issue 13), by measurement.
 
-Trains one digits model with the demo's config (``score_sde.main_job.demo_config``) plus the given
+Trains one digits model with the demo's config (``score_sde.demo.demo_config``) plus the given
 overrides, in learning-rate stages, then measures on it:
 
-* test bits/dim through the probability-flow ODE (``cli.run_likelihood``);
+* test bits/dim through the probability-flow ODE (``score_sde.experiment.run_likelihood``);
 * for each solver (``--solvers``, method:steps): share of pixels more than one grey level (2/17)
   outside [-1, 1], pixel std (test digits: 0.71), Digits FD (on clipped/quantised samples, as the
   library computes it), NFE and seconds; ODE solvers at the SDE's default end time and at the t
@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from score_sde import builders, cli
+from score_sde import config as config_lib
+from score_sde import experiment as ex
 from score_sde.evaluation import evaluate_samples, level_range
-from score_sde.main_job import DEMO_SCHEDULE, demo_config
+from score_sde.demo import DEMO_SCHEDULE, demo_config
 
 ODE = ("dpmpp_2m", "heun", "ddim", "ode", "euler", "dpmpp_3m")
 #: a DDPM++-style NCSNpp scaled down to 8x8 images (0.7M parameters, no attention)
@@ -59,22 +60,23 @@ def main():
     cfg = demo_config()
     if a.unet:
         cfg.model.update(SMALL_UNET)
-    cfg = builders.apply_overrides(cfg, a.set)
+    cfg = config_lib.apply_overrides(cfg, a.set)
     dev = torch.device("cpu")
-    ds = builders.build_data(cfg)
+    ds = config_lib.build_data(cfg)
     out = {"overrides": a.set, "unet": a.unet, "schedule": a.schedule, "threads": torch.get_num_threads()}
     t0 = time.perf_counter()
     for stage in a.schedule.split(","):
         n, lr = stage.split(":")
         cfg.training.n_iters, cfg.optim.lr = int(n), float(lr)
-        res = cli.run_train(cfg, wd, device=dev, progress=False)
+        res = ex.run_train(cfg, wd, device=dev, progress=False)
     out["train_seconds"] = time.perf_counter() - t0
     out["steps"] = res.step
-    n_params = sum(p.numel() for p in builders.build_net(cfg).parameters())
+    n_params = sum(p.numel() for p in config_lib.build_net(cfg).parameters())
     out["params"] = n_params
     print(json.dumps({k: out[k] for k in ("train_seconds", "steps", "params")}), flush=True)
 
-    sde, model, _, _ = cli.load_trained(wd, cfg, dev)
+    run = ex.load_trained(wd, cfg, dev)
+    sde, model = run.sde, run.model
     eps002 = float(sde.t_from_log_snr(torch.tensor(-2.0 * math.log(0.002), dtype=torch.float64)))
     out["eps_sigma_over_alpha_0.002"] = eps002
     rng = level_range(ds.levels, ds.centered)
@@ -86,7 +88,8 @@ def main():
         ends = [None] + ([eps002] if method in ODE and not a.no_eps002 else [])
         for eps in ends:
             t1 = time.perf_counter()
-            x, nfe = cli._draw(sde, model, ds, a.n, method, steps, seed=1, device=dev, batch_size=500, eps=eps)
+            x, nfe = ex.draw_samples(sde, model, ds.event_shape, a.n, method, steps, seed=1, device=dev, batch_size=500,
+                                      eps=eps)
             secs = time.perf_counter() - t1
             fd = evaluate_samples(x, features="digits", data_range=rng, seed=0, device=dev, digits_classifier=cache,
                                   metrics=("fd",))
@@ -95,7 +98,7 @@ def main():
             rows.append(row)
             print(json.dumps(row), flush=True)
     out["solvers"] = rows
-    lik = cli.run_likelihood(cfg, wd, split="test", n=a.lik_n or None, seed=0, device=dev)
+    lik = ex.run_likelihood(cfg, wd, split="test", n=a.lik_n or None, seed=0, run=run)
     out["bits_per_dim"], out["bits_per_dim_stderr"] = lik["bits_per_dim"], lik["bits_per_dim_stderr"]
     out["lik_seconds"], out["lik_nfe"] = lik["seconds"], lik["nfe_mean"]
     print(json.dumps({k: out[k] for k in ("bits_per_dim", "bits_per_dim_stderr", "lik_seconds")}), flush=True)

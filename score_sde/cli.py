@@ -6,6 +6,7 @@ Subcommands (``score-sde <cmd> -h`` for every option)::
     score-sde sample     --workdir runs/digits --method dpmpp_2m --steps 50 --n 64 --seed 0
     score-sde likelihood --workdir runs/digits --split test
     score-sde evaluate   --workdir runs/digits --method dpmpp_2m --steps 50
+    score-sde compare    --workdir runs/digits [--solvers ddpm,dpmpp_2m,ode] [--budgets 10,20,50] [--n 1000]
     score-sde demo       --workdir runs/demo          # the main job: train, sample, bits/dim, metrics
     score-sde convert    SRC.pth DST.pt --config ddpmpp_cifar10   # a released checkpoint of the paper
     score-sde configs                                 # list the shipped configs
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from . import experiment as ex
+from .compare import DEFAULT_BUDGETS, DEFAULT_SOLVERS, parse_list, run_compare
 from .config import list_configs, load_run_config, parse_override_args
 from .io import write_json
 
@@ -143,6 +145,19 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", required=True, help="a reference config name (e.g. vp_cifar10_ddpmpp_continuous, "
                     "ncsnpp_cifar10; see score_sde.config.reference_names()) or a config file defining get_config()")
     _allow_mismatch(sp)
+
+    sp = sub.add_parser("compare", help="sample the trained model with many solvers at many NFE budgets: table "
+                        "(JSON, Markdown), metric-against-NFE plot, one image grid per solver")
+    common(sp)
+    sp.add_argument("--solvers", default=None, help="comma-separated methods (default: "
+                    + ",".join(DEFAULT_SOLVERS) + ")")
+    sp.add_argument("--budgets", default=None, help="comma-separated NFE budgets (default: "
+                    + ",".join(map(str, DEFAULT_BUDGETS)) + "); adaptive solvers enter once")
+    sp.add_argument("--n", type=int, default=1000, help="samples per solver and budget")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--checkpoint", default=None)
+    sp.add_argument("--out", default=None, help="output folder (default WORKDIR/compare)")
+    sp.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("configs", help="list the shipped config files")
     _add_conditional_commands(sub, common)
@@ -284,6 +299,14 @@ def _dispatch(args, overrides: List[str]) -> int:
         print(json.dumps({"step": res.step, "checkpoint": str(res.checkpoint), "workdir": str(workdir)}))
         return 0
     cfg = load_run_config(workdir, args.config, overrides)
+    if args.command == "compare":
+        res = run_compare(cfg, workdir, solvers=parse_list(args.solvers) or DEFAULT_SOLVERS,
+                          budgets=parse_list(args.budgets, int) or DEFAULT_BUDGETS, n=args.n, seed=args.seed,
+                          device=args.device, checkpoint=args.checkpoint, out_dir=args.out,
+                          progress=not args.no_progress)
+        print(res["markdown"], end="")
+        print(json.dumps(res["files"], indent=2))
+        return 0
     res = _dispatch_conditional(args, cfg, workdir)
     if res is not None:
         print(json.dumps(res, indent=2))

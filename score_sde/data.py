@@ -324,6 +324,39 @@ def load_image_folder(root: Union[str, Path], image_size: int, channels: int = 3
     return torch.stack([ds[i] for i in range(len(ds))])
 
 
+#: the image sizes an image folder config accepts when it reads the size from the data
+FOLDER_SIZE_RANGE = (8, 64)
+
+
+def image_folder_shape(root: Union[str, Path], max_size: int = FOLDER_SIZE_RANGE[1]) -> Tuple[int, int]:
+    """``(channels, image_size)`` read from the images of a folder (``root/train`` when present).
+
+    Channels: 1 when every image is grey (PIL modes 1, L, LA, I, I;16, F), else 3. Size: the
+    smallest short side among the images, capped at ``max_size`` (larger images are resized down
+    by :class:`ImageFolder`); a folder whose smallest image is under 8 pixels is refused. Only the
+    image headers are read.
+    """
+    from PIL import Image
+
+    d = Path(root).expanduser()
+    d = d / "train" if (d / "train").is_dir() else d
+    files = ImageFolder(d, 1, 1).files          # the same file list (and errors) as loading
+    grey, short = True, None
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+                grey = grey and im.mode in ("1", "L", "LA", "I", "I;16", "F")
+        except OSError as e:
+            raise ValueError(f"cannot read image {path}: {e}") from None
+        short = min(w, h) if short is None else min(short, w, h)
+    lo = FOLDER_SIZE_RANGE[0]
+    if short < lo:
+        raise ValueError(f"the smallest image under {d} is {short} pixels on its short side; an image folder "
+                         f"needs at least {lo}x{lo} images")
+    return (1 if grey else 3), int(min(short, max_size))
+
+
 # ---------------------------------------------------------------------------------------------
 # preprocessing
 # ---------------------------------------------------------------------------------------------

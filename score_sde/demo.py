@@ -1,22 +1,24 @@
-"""The demo (``score-sde demo``), the main job: train on the bundled digits, sample with two solvers, test
-bits/dim, pictures and metrics, on a laptop CPU in a few minutes.
+"""The demo (``score-sde demo``), the main job: train on the bundled digits, compare discrete with
+continuous sampling on the trained model, test bits/dim, on a laptop CPU in a few minutes.
 
 Steps (each output under ``WORKDIR``)::
 
-    1. train a VP-SDE score model (MLP, likelihood weighting with importance-sampled t, EMA)
-       on scikit-learn's 8x8 digits, train split: 6000 steps at lr 1e-3, then 3000 at 2.5e-4
+    1. train a VP-SDE score model (MLP, the EDM recipe: preconditioned output, EDM loss weighting,
+       log-normal noise levels, sigma_data measured from the data; EMA) on scikit-learn's 8x8
+       digits, train split: 6000 steps at lr 1e-3, then 3000 at 2.5e-4
                                                           -> checkpoints/, log.jsonl, config.json
-    2. sample 100 digits with two reverse-SDE solvers: Euler-Maruyama (100 steps) and ancestral
-       sampling (50 steps)                               -> samples/<solver>.png / .npz
-       (a short likelihood-weighted run has a poor probability-flow ODE at large t: ODE solvers
-       (dpmpp_2m, ddim, heun, adaptive "ode") give samples far outside [-1, 1] after 4000 steps,
-       while the stochastic solvers correct the error; try ``score-sde sample --method dpmpp_2m``)
-    3. test bits/dim through the probability-flow ODE (exact divergence, uniform dequantisation
-       of the 17 grey levels)                            -> likelihood_test.json
-    4. sample metrics (digits-classifier Frechet distance, KID, classifier score)
-                                                          -> metrics.json (everything, with timings)
+    2. compare solvers on the trained model (score_sde.compare, 1000 samples per row, the same
+       prior noise): discrete DDPM ancestral sampling and Euler-Maruyama on the reverse SDE at
+       20, 100 and 1000 NFE; DPM-Solver++(2M), DDIM and Heun on the probability-flow ODE at 10, 20
+       and 50 NFE; the adaptive ODE solver with the NFE it uses. Digits FD (clipped and unclipped)
+       beside its floor, out-of-range share, pixel std, seconds
+                                     -> compare/compare.md, .json, compare_digits_fd.png, grid_*.png
+    3. test bits/dim through the probability-flow ODE (Hutchinson divergence, uniform
+       dequantisation of the 17 grey levels)             -> likelihood_test.json
+    4. everything, with timings                          -> metrics.json
 
-Run again with the same WORKDIR: training resumes (a finished run is not retrained).
+Run again with the same WORKDIR: training resumes (a finished run is not retrained). The full
+comparison (more solvers and budgets): ``score-sde compare --workdir WORKDIR``.
 """
 from __future__ import annotations
 
@@ -29,23 +31,29 @@ import torch
 from ml_collections import ConfigDict
 
 from . import experiment as ex
-from .config import apply_overrides, build_data, default_config, load_config
+from .compare import run_compare
+from .config import apply_overrides, apply_recipe, build_data, default_config, load_config
 from .io import write_json
 
-__all__ = ["demo_config", "run_demo", "DEMO_SOLVERS", "DEMO_SCHEDULE"]
+__all__ = ["demo_config", "run_demo", "DEMO_SOLVERS", "DEMO_BUDGETS", "DEMO_SCHEDULE"]
 
 # on the application layer: it uses score_sde.experiment, score_sde.config and score_sde.io only
 
 #: training stages of the demo: (train up to this step, learning rate) -- a step decay
 DEMO_SCHEDULE = ((6000, 1e-3), (9000, 2.5e-4))
 
-#: (method, steps) pairs sampled by the demo
-DEMO_SOLVERS = (("euler_maruyama", 100), ("ancestral", 50))
+#: solvers the demo compares: discrete (ddpm) and continuous (euler_maruyama) reverse SDE, ODE solvers
+DEMO_SOLVERS = ("ddpm", "euler_maruyama", "dpmpp_2m", "ddim", "heun", "ode")
+#: NFE budgets per solver (the adaptive "ode" enters once with its own NFE)
+DEMO_BUDGETS = {"ddpm": (20, 100, 1000), "euler_maruyama": (20, 100, 1000), "dpmpp_2m": (10, 20, 50),
+                "ddim": (10, 20, 50), "heun": (10, 20, 50)}
 
 
 def demo_config() -> ConfigDict:
-    """The embedded demo config: VP SDE, digits, a 4-block MLP of width 256 (0.9M parameters)."""
+    """The embedded demo config: VP SDE, digits, a 4-block MLP of width 256 (0.9M parameters),
+    the EDM recipe (``score_sde.config.RECIPES["edm"]``)."""
     cfg = default_config()
+    apply_recipe(cfg, "edm")
     cfg.sde.name = "vpsde"
     cfg.data.dataset = "digits"
     cfg.data.image_size = 8
@@ -72,8 +80,8 @@ def _log(msg: str):
 
 
 def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Sequence[str] = (), device=None,
-             quick: bool = False, progress: bool = True, solvers=DEMO_SOLVERS, allow_config_mismatch: bool = False
-             ) -> Dict:
+             quick: bool = False, progress: bool = True, solvers: Sequence[str] = DEMO_SOLVERS,
+             budgets: Optional[Dict[str, Sequence[int]]] = None, allow_config_mismatch: bool = False) -> Dict:
     """Run the main job; returns ``{"summary": ..., "metrics": ...}`` (also written to metrics.json).
 
     Args:
@@ -81,10 +89,11 @@ def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Seque
         config: another config file instead of :func:`demo_config` (any data set).
         overrides: ``"training.n_iters=2000"``-style overrides.
         device: torch device (default cuda if available, else cpu).
-        quick: a smoke run: 200 training steps, 60 test images, 400 metric samples.
-            (``DEMO_SCHEDULE`` gives the training stages; an ``n_iters`` / ``lr`` override or
-            ``config`` replaces it by one stage.)
-        solvers: ``(method, steps)`` pairs to sample with.
+        quick: a smoke run: 200 training steps, 200 samples per comparison row at small budgets,
+            60 test images. (``DEMO_SCHEDULE`` gives the training stages; an ``n_iters`` / ``lr``
+            override or ``config`` replaces it by one stage.)
+        solvers, budgets: what the comparison samples (default :data:`DEMO_SOLVERS`,
+            :data:`DEMO_BUDGETS`; solvers not in ``budgets`` get 20 and 100 NFE).
         allow_config_mismatch: reuse a run in ``workdir`` trained under another SDE, network or
             data shape (default: ConfigMismatchError naming the keys).
     """
@@ -92,25 +101,30 @@ def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Seque
     workdir = Path(workdir)
     cfg = load_config(config) if config else demo_config()
     schedule = DEMO_SCHEDULE if not config else ((cfg.training.n_iters, cfg.optim.lr),)
+    budgets = dict(DEMO_BUDGETS if budgets is None else budgets)
+    n_compare = int(cfg.eval.num_samples)
     if quick:
         schedule = ((150, 1e-3), (200, 2.5e-4)) if not config else ((200, cfg.optim.lr),)
         cfg.training.snapshot_freq = 100
         cfg.training.log_freq = 50
-        cfg.eval.num_samples = 400
+        n_compare = 200
+        budgets = {m: tuple(b for b in bs if b <= 100) for m, bs in budgets.items()}
     cfg = apply_overrides(cfg, overrides)
     if any(o.lstrip("-").replace("config.", "", 1).startswith(("training.n_iters", "optim.lr")) for o in overrides):
         schedule = ((cfg.training.n_iters, cfg.optim.lr),)
     dev = ex.pick_device(device)
     ds = build_data(cfg)
-    _log(f"data: {ds.name} {ds.event_shape}; model: {cfg.model.name}; SDE: {cfg.sde.name}; "
-         f"{schedule[-1][0]} training steps (stages {list(schedule)}) on {dev}; workdir {workdir}")
+    _log(f"data: {ds.name} {ds.event_shape}; model: {cfg.model.name} ({cfg.model.output} output, "
+         f"{cfg.training.weighting} weighting); SDE: {cfg.sde.name}; {schedule[-1][0]} training steps "
+         f"(stages {list(schedule)}) on {dev}; workdir {workdir}")
 
     # 1. train (resumes), in stages of decreasing learning rate
     t0 = time.perf_counter()
     for n_iters, lr in schedule:
         cfg.training.n_iters, cfg.optim.lr = int(n_iters), float(lr)
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="resuming from .* with a different config")
+            warnings.filterwarnings("ignore",
+                                    message="resuming from .* with (a different config|changed training settings)")
             res = ex.run_train(cfg, workdir, device=dev, progress=progress,
                                allow_config_mismatch=allow_config_mismatch)
     train_s = time.perf_counter() - t0
@@ -122,19 +136,13 @@ def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Seque
     # the trained model, read once for the steps below
     run = ex.load_trained(workdir, cfg, dev, allow_config_mismatch=allow_config_mismatch)
 
-    # 2. sample with two solvers (+ metrics of each)
-    sampling = {}
-    for method, steps in solvers:
-        t0 = time.perf_counter()
-        s = ex.run_sample(cfg, workdir, method=method, steps=steps, n=cfg.sampling.n, seed=0,
-                          out=str(workdir / "samples" / method), run=run)
-        n_eval = int(cfg.eval.num_samples)
-        x, _ = run.draw(n_eval, method, steps, seed=1)
-        s["metrics"] = ex.evaluate_model_samples(x, ds, cfg, workdir, seed=0, device=dev)
-        s["metric_samples"] = n_eval
-        s["seconds_total"] = time.perf_counter() - t0
-        sampling[method] = s
-        _log(f"{method} ({steps} steps, NFE {s['nfe']}): {s['png']}; metrics {_short(s['metrics'])}")
+    # 2. discrete against continuous sampling: one comparison on the same model and prior noise
+    t0 = time.perf_counter()
+    cmp = run_compare(cfg, workdir, solvers=solvers, budgets=(20, 100), budgets_for=budgets, n=n_compare, seed=0,
+                      run=run, progress=progress)
+    compare_s = time.perf_counter() - t0
+    _log(f"compared {len(cmp['rows'])} (solver, budget) rows in {compare_s:.0f} s -> {cmp['files']['markdown']}"
+         f"\n{cmp['markdown']}")
 
     # 3. test bits/dim (or NLL on fresh points for toy data)
     n_lik = 60 if quick else None
@@ -147,18 +155,14 @@ def run_demo(workdir="runs/demo", config: Optional[str] = None, overrides: Seque
     summary = {
         "workdir": str(workdir), "dataset": ds.name, "steps_trained": res.step, "train_seconds": train_s,
         "test_bits_per_dim": lik["bits_per_dim"], "test_bits_per_dim_stderr": lik["bits_per_dim_stderr"],
-        "test_nll_nats": lik["nll_nats"],
-        "samples": {m: s["png"] for m, s in sampling.items()},
-        "nfe": {m: s["nfe"] for m, s in sampling.items()},
+        "test_nll_nats": lik["nll_nats"], "compare_seconds": compare_s,
+        "compare": {k: v for k, v in cmp["files"].items() if k in ("markdown", "json", "plot")},
+        "metric": cmp["metric"], "metric_floor": cmp["floor"].get(cmp["metric"]) if cmp["metric"] else None,
+        "samples": {k[len("grid_"):]: v for k, v in cmp["files"].items() if k.startswith("grid_")},
         "total_seconds": total, "metrics_file": str(workdir / "metrics.json"),
     }
-    metrics = {"summary": summary, "config": cfg.to_dict(), "likelihood": lik, "sampling": sampling,
+    metrics = {"summary": summary, "config": cfg.to_dict(), "likelihood": lik, "compare": cmp,
                "torch_threads": torch.get_num_threads()}
     write_json(workdir / "metrics.json", metrics)
     _log(f"done in {total:.0f} s: {workdir / 'metrics.json'}")
     return {"summary": summary, "metrics": metrics}
-
-
-def _short(m: Dict) -> str:
-    keys = [k for k in m if isinstance(m[k], float)][:3]
-    return ", ".join(f"{k}={m[k]:.4g}" for k in keys)

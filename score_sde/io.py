@@ -16,7 +16,7 @@ import torch
 
 from .utils import atomic_write, atomic_write_json
 
-__all__ = ["write_json", "save_npz", "save_image_grid", "save_scatter", "save_visual"]
+__all__ = ["write_json", "write_text", "save_npz", "save_image_grid", "save_scatter", "save_visual", "save_metric_plot"]
 
 
 def write_json(path, obj) -> Path:
@@ -106,3 +106,47 @@ def save_visual(visual, path, title: str = "") -> Path:
     if kind == "points":
         return save_scatter(visual[1], path, title=title)
     raise ValueError(f"unknown visual kind {kind!r}: expected ('image', uint8 images, scale) or ('points', x)")
+
+
+def save_metric_plot(series, path, xlabel: str = "NFE", ylabel: str = "metric", title: str = "",
+                     logx: bool = True, hlines=None) -> Path:
+    """Line plot of one or more series as PNG (matplotlib, Agg back-end).
+
+    ``series``: ``{label: [(x, y), ...]}`` (points with ``y`` None are left out; a series of one
+    point is drawn as a marker); ``hlines``: ``{label: y}`` drawn as dashed horizontal lines
+    (e.g. a metric's floor); ``logx``: logarithmic x axis.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for label, pts in series.items():
+        pts = sorted((float(x), float(y)) for x, y in pts if y is not None and x is not None)
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", markersize=4, linestyle="-" if len(pts) > 1 else "none", label=label)
+    for label, y in (hlines or {}).items():
+        if y is not None:
+            ax.axhline(float(y), color="grey", linestyle="--", linewidth=1, label=label)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = _stdio.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
+    plt.close(fig)
+    data = buf.getvalue()
+    return atomic_write(path, "wb", lambda f: f.write(data))
+
+
+def write_text(path, text: str) -> Path:
+    """Write ``text`` (UTF-8), atomically. Returns the path."""
+    return atomic_write(path, "w", lambda f: f.write(text))

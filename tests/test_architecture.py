@@ -24,7 +24,7 @@ SDE_LAYER = {"sde", "schedules"}
 #: the math on top of an SDE: exact scores, losses, solvers, likelihoods, networks
 CORE = {"analytic", "losses", "sampling", "conditional", "likelihood", "models"}
 #: the application layer and the two front ends that stand on it
-APPLICATION = {"experiment", "controllable"}
+APPLICATION = {"experiment", "controllable", "compare"}
 FRONT_ENDS = {"cli", "demo"}
 
 ALLOWED = {
@@ -50,6 +50,7 @@ ALLOWED = {
     "classifier": FOUNDATION | SDE_LAYER | {"models"},   # the noise-conditional classifier for guidance
     "controllable": FOUNDATION | SDE_LAYER | CORE | {"data", "config", "training", "evaluation", "experiment",
                                                      "classifier"},
+    "compare": FOUNDATION | SDE_LAYER | CORE | {"data", "config", "evaluation", "experiment"},
     "demo": FOUNDATION | APPLICATION | {"config"},
     "cli": FOUNDATION | APPLICATION | {"config", "demo"},
     "__main__": {"cli"},

@@ -21,7 +21,8 @@ def test_every_shipped_config_builds(name, tmp_path, tmp_path_factory):
     cfg = B.load_config(name)
     if cfg.data.dataset == "folder":          # needs images: a generated folder (sigma_data is read from them)
         from test_recipe import write_image_folder
-        cfg.data.root = str(write_image_folder(tmp_path, cfg.data.image_size, cfg.data.num_channels))
+        assert cfg.data.image_size == cfg.data.num_channels == 0     # read from the images
+        cfg.data.root = str(write_image_folder(tmp_path, 8, 1))
     sde = B.build_sde(cfg)
     expected = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE, "cosine": CosineVPSDE,
                 "rectified_flow": LinearInterpolantSDE}[name.split("/")[0]]

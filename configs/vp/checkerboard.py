@@ -1,9 +1,10 @@
 """VP SDE on the 2-D checkerboard (uniform on 8 unit squares of [-2, 2]^2, entropy log 8).
 
-Likelihood-weighted DSM with importance-sampled t and an MLP; other toy sets by override:
+The EDM recipe (``score_sde.config.RECIPES["edm"]``: preconditioned output, EDM weighting, log-normal
+noise levels, sigma_data measured from 10000 points) and an MLP; other toy sets by override:
 ``--config.data.dataset=moons`` (swiss_roll, 8gaussians, rings).
 """
-from score_sde.config import default_config
+from score_sde.config import apply_recipe, default_config
 
 
 def get_config():
@@ -13,6 +14,7 @@ def get_config():
     config.data.image_size = 0
     config.data.num_channels = 0
     config.data.uniform_dequantization = False
+    apply_recipe(config, "edm")
     config.model.hidden = 128
     config.model.num_blocks = 4
     config.training.batch_size = 384

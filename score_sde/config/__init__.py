@@ -9,11 +9,14 @@
   its constructor's signature (no key lists);
 * :mod:`.factories`: ``build_sde``, ``build_data``, ``build_net``, ``build_model``,
   ``build_loss``, ``train_kwargs``, ``sampler_kwargs``;
+* :mod:`.recipes`: :data:`RECIPES`, :func:`apply_recipe` (the EDM and likelihood training recipes);
 * :mod:`.paper`: the paper's configs (:func:`reference_config`, :func:`cifar10_config`).
 """
 from .factories import (SCHEDULE_SDES, SDES, build_data, build_loss, build_model, build_net, build_sde, event_shape,
+                        resolve_data_shape,
                         sampler_kwargs, sigma_data, train_kwargs)
 from .networks import get_model, model_kwargs
+from .recipes import RECIPES, apply_recipe
 from .paper import REFERENCE_CONFIGS, cifar10_config, default_model_config, reference_config, reference_names
 from .schema import (CONFIG_DIR, SCHEMA_VERSION, apply_overrides, config_from_json, config_keys, default_config,
                      find_config, list_configs, load_config, load_run_config, migrate_config_dict, parse_override_args)
@@ -21,8 +24,8 @@ from .schema import (CONFIG_DIR, SCHEMA_VERSION, apply_overrides, config_from_js
 __all__ = [
     "default_config", "load_config", "apply_overrides", "parse_override_args", "config_keys", "CONFIG_DIR",
     "find_config", "list_configs", "load_run_config", "SCHEMA_VERSION", "migrate_config_dict", "config_from_json",
-    "get_model", "model_kwargs",
+    "get_model", "model_kwargs", "RECIPES", "apply_recipe",
     "SDES", "SCHEDULE_SDES", "sigma_data", "build_sde", "build_data", "build_net", "build_model", "build_loss", "train_kwargs", "sampler_kwargs",
-    "event_shape",
+    "event_shape", "resolve_data_shape",
     "REFERENCE_CONFIGS", "reference_config", "default_model_config", "cifar10_config", "reference_names",
 ]

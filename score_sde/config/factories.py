@@ -67,9 +67,24 @@ def build_sde(cfg: ConfigDict) -> SDE:
     return SDES[name](beta_min=s.beta_min, beta_max=s.beta_max, N=s.N)
 
 
-def build_data(cfg: ConfigDict) -> data_lib.Dataset:
-    """The :class:`score_sde.data.Dataset` of ``cfg.data`` (files are read on first use)."""
+def resolve_data_shape(cfg: ConfigDict) -> ConfigDict:
+    """Fill ``cfg.data.image_size`` / ``num_channels`` in place when they are <= 0 ("read from the
+    data"): an image folder's are read from its images (:func:`score_sde.data.image_folder_shape`).
+    A no-op for set values and for data sets of a fixed shape. Returns ``cfg``."""
     d = cfg.data
+    if d.dataset == "folder" and (int(d.image_size) <= 0 or int(d.num_channels) <= 0) and d.root:
+        channels, size = data_lib.image_folder_shape(d.root)
+        if int(d.num_channels) <= 0:
+            d.num_channels = channels
+        if int(d.image_size) <= 0:
+            d.image_size = size
+    return cfg
+
+
+def build_data(cfg: ConfigDict) -> data_lib.Dataset:
+    """The :class:`score_sde.data.Dataset` of ``cfg.data`` (files are read on first use; an image
+    folder's size and channels, when <= 0, are read from its images first: :func:`resolve_data_shape`)."""
+    d = resolve_data_shape(cfg).data
     ds = data_lib.make_dataset(d.dataset, root=d.root or None, image_size=d.image_size, channels=d.num_channels,
                                centered=d.centered, dequantize=d.uniform_dequantization, flip=d.random_flip)
     if ds.kind == "image" and (ds.event_shape[0] != d.num_channels or ds.event_shape[-1] != d.image_size):
@@ -82,6 +97,7 @@ def event_shape(cfg: ConfigDict) -> Tuple[int, ...]:
     """Shape of one model input for ``cfg.data``."""
     if cfg.data.dataset in data_lib.TOY_DATASETS:
         return (2,)
+    resolve_data_shape(cfg)
     return (cfg.data.num_channels, cfg.data.image_size, cfg.data.image_size)
 
 

@@ -257,8 +257,9 @@ def _batches(samples, batch_size: int, rank: int, world_size: int):
                      f"batches, got {type(samples).__name__}")
 
 
-def _to_unit(x: torch.Tensor, space: FeatureSpace, data_range, quantize: bool):
-    """Map a batch to the space's input ([0, 1] for images); count non-finite samples."""
+def _to_unit(x: torch.Tensor, space: FeatureSpace, data_range, quantize: bool, clip: bool = True):
+    """Map a batch to the space's input ([0, 1] for images; clipped to it unless ``clip`` is False);
+    count non-finite samples."""
     if space.levels is None:                      # raw: no mapping
         xf = x.double() if x.is_floating_point() else x.to(torch.float64)
         bad = int((~torch.isfinite(xf.reshape(xf.shape[0], -1))).any(1).sum())
@@ -271,7 +272,9 @@ def _to_unit(x: torch.Tensor, space: FeatureSpace, data_range, quantize: bool):
     else:
         xf = x.to(torch.float32) / (space.levels - 1)
     bad = int((~torch.isfinite(xf.reshape(xf.shape[0], -1))).any(1).sum())
-    xf = torch.nan_to_num(xf, nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
+    xf = torch.nan_to_num(xf, nan=0.0, posinf=1.0, neginf=0.0)
+    if clip:
+        xf = xf.clamp(0.0, 1.0)
     if quantize:
         xf = torch.round(xf * (space.levels - 1)) / (space.levels - 1)
     return xf, bad
@@ -320,13 +323,13 @@ class _State:
 
 
 def _accumulate(samples, space, *, data_range, quantize, batch_size, rank, world_size, keep_features,
-                keep_logits, keep_raw, distribution=None, device=None):
+                keep_logits, keep_raw, distribution=None, device=None, clip=True):
     it, n_total = _batches(samples, batch_size, rank, world_size)
     st = _State()
     for x in it:
         if device is not None and space.levels is not None:
             x = x.to(device)
-        xu, bad = _to_unit(x, space, data_range, quantize)
+        xu, bad = _to_unit(x, space, data_range, quantize, clip)
         st.nonfinite += bad
         out = space(xu)
         f = out["features"].detach().double().cpu().numpy()
@@ -468,7 +471,8 @@ def evaluate_samples(samples, *, features="inception", reference=None, metrics=N
                      inception_weights=None, inception_resize: str = "tf", is_logits: str = "unbiased",
                      digits_classifier=None, splits: int = 10, kid_subsets: int = 100,
                      kid_subset_size: int = 1000, seed: int = 0, distribution=None, n_projections: int = 256,
-                     reference_cache=None, rank: int = 0, world_size: int = 1, shard_dir=None) -> Dict[str, Any]:
+                     reference_cache=None, rank: int = 0, world_size: int = 1, shard_dir=None,
+                     clip: bool = True) -> Dict[str, Any]:
     """Evaluate samples from any solver; returns a JSON-serialisable dict of metrics.
 
     Args:
@@ -484,6 +488,10 @@ def evaluate_samples(samples, *, features="inception", reference=None, metrics=N
         data_range: values of float samples that map to black and white (``(-1, 1)`` for
             centred model outputs; :func:`level_range` for score_sde.data's bin-centre convention).
         quantize: round to the data's grey levels (256 images, 17 digits) before the network.
+        clip: clip image samples to ``data_range`` before the network (default, as the standard
+            metrics do); ``False`` shows the network what lies outside (an unclipped metric; with
+            ``quantize`` the out-of-range values round to levels beyond the data's). Raw features
+            are never clipped.
         batch_size, device: streaming batch and where the feature network runs.
         inception_weights, inception_resize, is_logits: see :mod:`.inception`.
         digits_classifier: classifier, cache path, or None (train now, seeded).
@@ -514,7 +522,8 @@ def evaluate_samples(samples, *, features="inception", reference=None, metrics=N
                               batch_size=batch_size, rank=rank, world_size=world_size,
                               keep_features="kid" in chosen, keep_logits="is" in chosen,
                               keep_raw="sw" in chosen,
-                              distribution=distribution if "log_prob" in chosen else None, device=device)
+                              distribution=distribution if "log_prob" in chosen else None, device=device,
+                              clip=bool(clip))
     if world_size > 1:
         import torch.distributed as dist
         if dist.is_available() and dist.is_initialized():

@@ -69,8 +69,13 @@ class ProbabilityFlowODE(Solver):
 
         shape = x.shape
 
+        lo, hi = float(grid.min()), float(grid.max())
+
         def func(t, y):
-            tf = float(t)
+            # torchdiffeq's initial-step heuristic probes one trial step that it does not bound by the
+            # interval (with an untrained model it reached t = -63): evaluate at the nearest end of
+            # [eps, T] instead, as the likelihood's ODE does; the solver's own steps stay inside
+            tf = min(max(float(t), lo), hi)
             dy = m.reverse_drift(y, tf, m.score(y, tf), probability_flow=True)
             if m.check_finite and not bool(torch.isfinite(dy).all()):
                 raise NonFiniteError(f"method 'ode' ({self.opts['ode_method']}): non-finite values at score "
