@@ -25,6 +25,7 @@ setup(
         "scikit-learn>=1.0",  # bundled 8x8 digits data set and the classical baselines
         "pillow>=9.0",  # PNG sample grids
         "tqdm>=4.60",  # progress bars
+        "matplotlib>=3.5",  # the main job's metric-against-NFE plot (score-sde compare / demo)
     ],
     extras_require={
         "plot": ["matplotlib>=3.5"],
