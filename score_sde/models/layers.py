@@ -419,3 +419,15 @@ def check_num_classes(num_classes) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes must be an int >= 0 (0: no class labels), got {num_classes!r}")
     return num_classes
+
+
+def unet_class_embedding(module: nn.Module, num_classes, conditional: bool, temb_dim: int) -> None:
+    """Set ``module.num_classes`` and, for ``num_classes > 0``, ``module.class_embed`` (a
+    :class:`ClassEmbedding` of width ``temb_dim``) on a U-Net whose class embedding joins its time
+    embedding. It lives outside ``all_modules``, so the paper's parameter layout (and its released
+    checkpoints) is unchanged."""
+    module.num_classes = check_num_classes(num_classes)
+    if module.num_classes:
+        if not conditional:
+            raise ValueError("num_classes > 0 needs conditional=True (the class embedding joins the time embedding)")
+        module.class_embed = ClassEmbedding(module.num_classes, temb_dim)

@@ -230,12 +230,7 @@ class NCSNpp(nn.Module):
             mods.append(layers.group_norm(in_ch))
             mods.append(layers.conv3x3(in_ch, num_channels, init_scale=init_scale))
         self.all_modules = nn.ModuleList(mods)
-        self.num_classes = layers.check_num_classes(num_classes)
-        if self.num_classes:
-            if not conditional:
-                raise ValueError("num_classes > 0 needs conditional=True (the class embedding joins the time embedding)")
-            # outside all_modules, so the paper's parameter layout (and its checkpoints) is unchanged
-            self.class_embed = layers.ClassEmbedding(self.num_classes, temb_dim)
+        layers.unet_class_embedding(self, num_classes, conditional, temb_dim)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, class_labels=None) -> torch.Tensor:
         """Network output for images ``x`` (B, C, H, W) at labels (B,); same shape and dtype as x.
