@@ -116,21 +116,9 @@ CFG = {"sde": {"name": "vpsde", "beta_min": 0.1, "beta_max": 20.0, "sigma_min": 
        "optim": {"lr": 2e-3}, "training": {"n_iters": 10, "batch_size": 32, "log_freq": 5}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _child_env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return env
 
 
 def _wait_for(pred, proc, what, timeout=120):
@@ -145,7 +133,7 @@ def _wait_for(pred, proc, what, timeout=120):
 
 
 # ----------------------------------------------------------------------------- one trainer per run
-def test_second_trainer_on_same_workdir_is_refused_naming_the_holder(tmp_path):
+def test_second_trainer_on_same_workdir_is_refused_naming_the_holder(tmp_path, child_env):
     run = tmp_path / "run"
     started = tmp_path / "started"
     script = NET_SRC + textwrap.dedent(f"""
@@ -161,7 +149,7 @@ def test_second_trainer_on_same_workdir_is_refused_naming_the_holder(tmp_path):
         train(make_model(0), DSMLoss(VPSDE()), slow, workdir={str(run)!r}, n_steps=15, checkpoint_every=5,
               batch_size=32, lr=2e-3, warmup=5, ema_rate=0.9, log_every=5, progress=False)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], env=_child_env(), cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-c", script], env=child_env(), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _wait_for(started.exists, proc, "its first step")
@@ -179,7 +167,7 @@ def test_second_trainer_on_same_workdir_is_refused_naming_the_holder(tmp_path):
     assert load_checkpoint(list_checkpoints(run / "checkpoints")[-1])["step"] == 15
 
 
-def test_lock_is_released_when_the_holder_is_sigkilled(tmp_path):
+def test_lock_is_released_when_the_holder_is_sigkilled(tmp_path, child_env):
     run = tmp_path / "run"
     script = textwrap.dedent(f"""
         import time
@@ -187,7 +175,7 @@ def test_lock_is_released_when_the_holder_is_sigkilled(tmp_path):
         held = RunLock({str(run)!r}).acquire()
         time.sleep(120)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], env=_child_env(), cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-c", script], env=child_env(), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _wait_for(lambda: (run / ".lock").is_file() and (run / ".lock").read_text().strip(), proc, "the lock")
@@ -395,7 +383,7 @@ def test_config_seed_seeds_the_initialisation_and_step_one(tmp_path):
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
-def test_ddp_ranks_all_learn_that_the_run_directory_is_locked(tmp_path):
+def test_ddp_ranks_all_learn_that_the_run_directory_is_locked(tmp_path, child_env):
     """2 gloo ranks on a locked workdir: both stop with the holder's message, neither hangs."""
     import socket
     with socket.socket() as s:
@@ -417,7 +405,7 @@ def test_ddp_ranks_all_learn_that_the_run_directory_is_locked(tmp_path):
     with RunLock(run):
         procs = []
         for rank in range(2):
-            env = _child_env()
+            env = child_env()
             env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                        MASTER_PORT=str(port))
             procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path,

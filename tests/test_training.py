@@ -2,7 +2,6 @@
 (monkeypatched and SIGKILLed writes), exact resume, corrupt/incompatible checkpoint errors,
 weights_only loading, DDP with gloo in 2 processes vs 1 process, JSON logs, bad arguments."""
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -55,12 +54,7 @@ Net, make_model, make_data = _ns["Net"], _ns["make_model"], _ns["make_data"]
 FAST = dict(lr=2e-3, warmup=10, grad_clip=1.0, ema_rate=0.9, progress=False, log_every=10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _params(m):
@@ -76,13 +70,6 @@ def _assert_same(a, b, atol=0.0):
             torch.testing.assert_close(a[k], b[k], atol=atol, rtol=atol, msg=k)
 
 
-def _child_env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return env
 
 
 # ----------------------------------------------------------------------------- learning
@@ -189,7 +176,7 @@ def test_resume_is_bit_identical_and_crash_resumes_at_saved_step(tmp_path):
     _assert_same(_params(ref.model), _params(res.model))
 
 
-def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
+def test_kill_during_checkpoint_write_keeps_previous(tmp_path, child_env):
     """SIGKILL a training process while it writes its 2nd checkpoint: the 1st survives intact,
     the run resumes from it at its step and ends where an uninterrupted run ends."""
     flag = tmp_path / "writing"
@@ -211,7 +198,7 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
               batch_size=32, checkpoint_every=5, keep=5, lr=2e-3, warmup=10, ema_rate=0.9, log_every=5,
               progress=False)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], env=_child_env(), cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-c", script], env=child_env(), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while not flag.exists():
@@ -397,7 +384,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_ddp_gloo_two_processes_match_one_process(tmp_path):
+def test_ddp_gloo_two_processes_match_one_process(tmp_path, child_env):
     """2 ranks (env:// + gloo, as torchrun sets up) with 16 rows each == 1 process with 32 rows."""
     port = _free_port()
     script = NET_SRC + textwrap.dedent(f"""
@@ -412,7 +399,7 @@ def test_ddp_gloo_two_processes_match_one_process(tmp_path):
     """)
     procs = []
     for rank in range(2):
-        env = _child_env()
+        env = child_env()
         env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                    MASTER_PORT=str(port))
         procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path,
