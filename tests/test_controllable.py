@@ -217,6 +217,9 @@ def test_checkpoints_from_before_class_labels_still_resume():
     now["model"]["num_classes"] = 10
     with pytest.raises(ConfigMismatchError, match="num_classes"):
         check_config_compatible(old, now)
+    old.pop("schema_version", None)                        # a 0.1.0 config: still refused
+    with pytest.raises(ConfigMismatchError, match="num_classes"):
+        check_config_compatible(old, now)
 
 
 def test_cli_colorize_on_a_tiny_rgb_folder(tmp_path, capsys):

@@ -340,8 +340,13 @@ def _model_defining(flat: Dict, sde_name) -> set:
     return keys
 
 
-#: config keys added after checkpoints existed, with the value their absence means
-_ADDED_KEYS = {"model.num_classes": 0, "training.label_dropout": 0.0}
+#: config keys added since score_sde 0.1.0 wrote checkpoints, with the value their absence means
+#: (the behaviour of the version that lacked them)
+_ADDED_KEYS = {
+    "sde.T": 0.0, "sde.cosine_s": 0.008, "sde.edm_sigma_min": 0.002, "sde.edm_sigma_max": 80.0,
+    "sde.betas": "ddpm_linear", "model.sigma_data": 0.5, "model.num_classes": 0,
+    "training.p_mean": -1.2, "training.p_std": 1.2, "training.label_dropout": 0.0,
+}
 
 
 def check_config_compatible(saved: Optional[Dict], current: Optional[Dict], *, where: str = "checkpoint",
@@ -370,12 +375,8 @@ def check_config_compatible(saved: Optional[Dict], current: Optional[Dict], *, w
         for flat in (a, b):
             flat.setdefault(k, default)
     defining = _model_defining(a, a.get("sde.name")) | _model_defining(b, b.get("sde.name"))
-    # a config of an older schema lacks the keys added since; their defaults reproduce the older
-    # behaviour (that is how the config package migrates), so a key absent from it is no change
-    older = a.get("schema_version", 1) < b.get("schema_version", 1)
     differ = sorted(k for k in set(a) | set(b)          # schema_version: metadata, migrated on load
-                    if k != "schema_version" and not (older and k not in a)
-                    and a.get(k, _ABSENT) != b.get(k, _ABSENT))
+                    if k != "schema_version" and a.get(k, _ABSENT) != b.get(k, _ABSENT))
     hard = [k for k in differ if k in defining]
     soft = [f"{k}: {a.get(k, _ABSENT)!r} -> {b.get(k, _ABSENT)!r}" for k in differ if k not in defining]
     if hard:
