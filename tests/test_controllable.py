@@ -220,6 +220,12 @@ def test_checkpoints_from_before_class_labels_still_resume():
     old.pop("schema_version", None)                        # a 0.1.0 config: still refused
     with pytest.raises(ConfigMismatchError, match="num_classes"):
         check_config_compatible(old, now)
+    del old["model"]["sigma_data"]                         # 0.1.0 had no sigma_data: it meant 0.5
+    now["model"]["num_classes"] = 0
+    check_config_compatible(old, now)
+    now["model"]["sigma_data"] = 0.71
+    with pytest.raises(ConfigMismatchError, match="sigma_data"):
+        check_config_compatible(old, now)
 
 
 def test_cli_colorize_on_a_tiny_rgb_folder(tmp_path, capsys):
