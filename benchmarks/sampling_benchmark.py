@@ -37,6 +37,7 @@ Usage::
     python benchmarks/sampling_benchmark.py --sharp           # n = 8192, 10/20/50/100 NFE
     python benchmarks/sampling_benchmark.py --bar             # the quality bar at the defaults, n = 8192
     python benchmarks/sampling_benchmark.py --bar --stochastic --n 2048   # stochastic samplers, 1000/2000 steps
+    python benchmarks/sampling_benchmark.py --margin --sdes vp,ve  # the bar on 5 fresh mixtures: mean and worst
     python benchmarks/sampling_benchmark.py --quick     # ~ a few minutes on 2 busy CPU cores
     python benchmarks/sampling_benchmark.py             # everything, all SDEs up to 1000 NFE
 """
@@ -517,11 +518,64 @@ def bar_main(args):
     print(f"(total {time.time() - t_start:.0f} s)")
 
 
+def margin_main(args):
+    """The quality bar over several mixtures and sampler seeds (defaults only): per SDE and budget,
+    the best-default solver's spread error, centre / floor and weight TV / floor on each mixture,
+    with their mean and worst, beside the floors' mean and worst; a row per method in ``--only``
+    (default: unipc). Mixtures ``--bar-seeds`` (default 101-105, not used for tuning), sampler
+    seed ``777 + mixture seed``."""
+    from score_sde.evaluation import mode_metrics, mode_metrics_floor, sharp_mixture
+    from score_sde.sampling import SOLVERS
+    n = args.n or 8192
+    seeds = [int(v) for v in (args.bar_seeds if args.bar_seeds != "0" else "101,102,103,104,105").split(",")]
+    methods = tuple(m for m in (args.only or "unipc").split(",") if m)
+    t_start = time.time()
+    print(f"# Quality bar over mixtures {seeds} (sampler seed 777 + mixture seed), n={n}, defaults only\n")
+    floors = {}
+    for seed in seeds:
+        gm = sharp_mixture(seed)
+        fl = mode_metrics_floor(gm, n, repeats=3, generator=torch.Generator().manual_seed(10_000 + seed))
+        floors[seed] = (gm, fl)
+        fm, fs = fl["mean"], fl["std"]
+        print(f"- mixture {seed}: floors spread {100 * fm['spread']:.2f}% +- {100 * fs['spread']:.2f}%, centre "
+              f"{fm['centre']:.4f} +- {fs['centre']:.4f}, weight TV {fm['weight_tv']:.4f} +- {fs['weight_tv']:.4f}")
+    print()
+    for sname in args.sdes.split(","):
+        sde = SDES[sname]()
+        print(f"## {type(sde).__name__}: spread error % [centre / floor, weight TV / floor] per mixture; mean, worst\n")
+        print("| method | NFE | " + " | ".join(f"mixture {s_}" for s_ in seeds) + " | mean | worst | bar |")
+        print("|---|---|" + "---|" * (len(seeds) + 3))
+        for method in methods:
+            per = SOLVERS[method](sde).evals_per_step
+            for b, bar in BAR.items():
+                steps = (b - 1) // per
+                vals, cells = [], []
+                for seed in seeds:
+                    gm, fl = floors[seed]
+                    out = sample(sde, gm.score_fn(sde), (n, *gm.event_shape), method=method, steps=steps,
+                                 generator=torch.Generator().manual_seed(777 + seed))
+                    mm = mode_metrics(gm, out.samples)
+                    r = (mm["spread"], mm["centre"] / fl["mean"]["centre"], mm["weight_tv"] / fl["mean"]["weight_tv"])
+                    vals.append(r)
+                    cells.append(f"{100 * r[0]:.2f}% [{r[1]:.2f}, {r[2]:.2f}]")
+                mean = [sum(v[i] for v in vals) / len(vals) for i in range(3)]
+                worst = [max(v[i] for v in vals) for i in range(3)]
+                print(f"| {method} | {b} | " + " | ".join(cells) + f" | {100 * mean[0]:.2f}% [{mean[1]:.2f}, {mean[2]:.2f}] | "
+                      f"{100 * worst[0]:.2f}% [{worst[1]:.2f}, {worst[2]:.2f}] | {100 * bar:.1f}% |", flush=True)
+        print()
+    fl_s = [floors[s_][1]["mean"]["spread"] for s_ in seeds]
+    print(f"Spread floors: mean {100 * sum(fl_s) / len(fl_s):.2f}%, worst {100 * max(fl_s):.2f}% "
+          f"(true samples of the same n score this much on their own).")
+    print(f"(total {time.time() - t_start:.0f} s)")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sharp", action="store_true", help="per-mode metrics on the sharp 64-D mixture (issue 14)")
     p.add_argument("--bar", action="store_true", help="the issue-14 quality-bar quantities at the defaults, n=8192")
-    p.add_argument("--bar-seeds", default="0", help="sharp-mixture seeds of --bar")
+    p.add_argument("--bar-seeds", default="0", help="sharp-mixture seeds of --bar (--margin: default 101-105)")
+    p.add_argument("--margin", action="store_true", help="the quality bar over several fresh mixtures and seeds "
+                   "(mean and worst), defaults only; methods from --only (default unipc)")
     p.add_argument("--stochastic", action="store_true", help="with --bar: the stochastic samplers (long)")
     p.add_argument("--quick", action="store_true", help="n=1000, budget 1000 only for a few solvers on VP")
     p.add_argument("--n", type=int, default=None, help="samples per run (default 2000; 1000 with --quick)")
@@ -536,6 +590,8 @@ def main(argv=None):
     p.add_argument("--no-ode", action="store_true", help="skip the adaptive ODE table")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.margin:
+        return margin_main(args)
     if args.bar:
         return bar_main(args)
     if args.sharp:

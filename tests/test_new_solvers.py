@@ -261,3 +261,30 @@ def test_error_at_the_default_step_count_falls_when_steps_double(method):
     assert errs[1] <= errs[0] + 2 * fl["std"]["spread"], errs
     if errs[0] > fl["mean"]["spread"] + 4 * fl["std"]["spread"]:   # clearly above the floor: must fall
         assert errs[1] < errs[0], errs
+
+
+def test_pc_langevin_bias_vanishes_as_steps_grow():
+    # a fixed snr leaves the Langevin corrector's step (and bias) unchanged as the predictor's shrinks,
+    # so the error does not fall with steps; by default (snr_scaling="steps") the snr shrinks like
+    # N / steps beyond N = sde.N steps. A narrow 32-D Gaussian, exact score, a small N to keep it fast.
+    from score_sde.sampling import SOLVERS
+    sde = score_sde.VPSDE(N=40)
+    assert SOLVERS["pc"](sde).corrector_snr(40) == pytest.approx(0.16)
+    assert SOLVERS["pc"](sde).corrector_snr(160) == pytest.approx(0.04)
+    assert SOLVERS["pc"](sde).corrector_snr(10) == pytest.approx(0.16)
+    assert SOLVERS["pc"](sde, snr_scaling="paper").corrector_snr(160) == pytest.approx(0.16)
+    with pytest.raises(ValueError, match="snr_scaling"):
+        SOLVERS["pc"](sde, snr_scaling="fixed")
+    D, n, std = 32, 1024, 0.05
+    gm = score_sde.GaussianMixture(torch.zeros(1, D, dtype=torch.float64), torch.full((1, D), std ** 2, dtype=torch.float64))
+
+    def var_error(steps, scaling):
+        x = sample(sde, gm.score_fn(sde), (n, D), method="pc", steps=steps, snr=0.3, snr_scaling=scaling,
+                   generator=torch.Generator().manual_seed(3)).samples.double()
+        return float((x ** 2).mean() / std ** 2 - 1.0)   # relative variance error (Monte Carlo std ~0.8%)
+
+    paper = [var_error(s, "paper") for s in (40, 320)]
+    scaled = [var_error(s, "steps") for s in (40, 320)]
+    assert scaled[0] == paper[0]                       # the same sampler up to N steps
+    assert paper[1] > 0.15                             # the paper's setting keeps its bias (~23%)
+    assert scaled[1] < paper[1] / 2.5 and scaled[1] < scaled[0] / 2.5, (paper, scaled)

@@ -22,6 +22,19 @@ Correctors (``n_steps`` score calls each, at the time the predictor reached):
 ``annealed_langevin``  ``e = 2 a (snr sigma(t))^2`` (Song & Ermon's annealed Langevin dynamics).
 ``none``               no corrector.
 
+Corrector step and the step count: with a fixed ``snr`` the corrector's step ``e`` does not shrink
+as the predictor's does, so its bias stays as steps grow, and on sharp data the error *grows* with
+steps (VP, sharp 64-D mixture: 8.5% spread error at 1000 steps, 9.3% at 2000). Two biases add up:
+Langevin at a finite step over-spreads a Gaussian's variance by a factor ``1 / (1 - snr^2)``, and
+the per-sample step ``e(x)`` (through ``||score(x)||``) is a state-dependent step size, whose
+continuous-time Langevin dynamics targets ``p(x) / e(x)`` instead of ``p`` (for a D-dimensional
+Gaussian about ``2 / D`` too wide per unit of Langevin time); neither vanishes when ``e`` merely
+shrinks like the predictor's step. By default (``snr_scaling="steps"``) the corrector uses
+``snr * min(1, N / steps)`` with ``N = sde.N`` (1000 for the shipped SDEs): the paper's snr up to N
+steps, and beyond N a Langevin time ``e / v`` per step falling like ``1 / steps^2``, so the
+corrector's total effect, and its bias, vanish as steps grow (the predictor alone then sets the
+limit). ``snr_scaling="paper"`` keeps ``snr`` fixed at every step count, as the paper and its code do.
+
 Order: by default each step runs the **predictor first**, then the corrector at the new time,
 as in the paper's Algorithms; ``order="corrector_first"`` reproduces the reference code, which
 corrects at t before predicting.
@@ -40,6 +53,8 @@ __all__ = ["PredictorCorrector", "EulerMaruyama", "ReverseDiffusion", "Ancestral
 
 PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral", "none")
 CORRECTORS = ("langevin", "annealed_langevin", "none")
+#: values of the ``snr_scaling`` option (see the module docstring)
+SNR_SCALINGS = ("steps", "paper")
 
 
 def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
@@ -70,7 +85,7 @@ class PredictorCorrector(Solver):
     after_step_inside = True
     options = {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16, "n_steps": 1,
                "probability_flow": False, "order": "predictor_first", "variance": "posterior",
-               "langevin_norm": "sample"}
+               "langevin_norm": "sample", "snr_scaling": "steps"}
 
     def validate(self):
         o = self.opts
@@ -86,6 +101,9 @@ class PredictorCorrector(Solver):
         if o["langevin_norm"] not in ("sample", "batch"):
             raise ValueError(f"langevin_norm must be 'sample' (per-sample norms) or 'batch' (batch means, as the "
                              f"reference code), got {o['langevin_norm']!r}")
+        if o["snr_scaling"] not in SNR_SCALINGS:
+            raise ValueError(f"snr_scaling must be one of {SNR_SCALINGS} ('steps': the corrector's snr shrinks "
+                             f"beyond sde.N steps; 'paper': fixed snr as in the paper), got {o['snr_scaling']!r}")
         if o["order"] not in ("predictor_first", "corrector_first"):
             raise ValueError(f"order must be 'predictor_first' or 'corrector_first', got {o['order']!r}")
         if o["variance"] not in ("posterior", "transition"):
@@ -132,10 +150,21 @@ class PredictorCorrector(Solver):
         t_up = min(t + self.sde.T / self.sde.N, self.sde.T)
         return math.exp(2.0 * (m.coef(t_up)["log_alpha"] - m.coef(t)["log_alpha"])) if t_up > t else 1.0
 
-    def correct(self, m: Evaluator, x, t):
+    def corrector_snr(self, steps: int) -> float:
+        """The snr the corrector uses in a run of ``steps`` steps (see ``snr_scaling``)."""
+        snr = float(self.opts["snr"])
+        if self.opts["snr_scaling"] == "paper":
+            return snr
+        return snr * min(1.0, self.sde.N / max(int(steps), 1))
+
+    def init_state(self, x, grid):
+        return {"snr": self.corrector_snr(len(grid) - 1)}
+
+    def correct(self, m: Evaluator, x, t, snr=None):
         o = self.opts
         if o["corrector"] == "none":
             return x
+        snr = float(o["snr"]) if snr is None else snr
         a = self._langevin_alpha(m, t)
         for _ in range(o["n_steps"]):
             grad = m.score(x, t)
@@ -144,20 +173,21 @@ class PredictorCorrector(Solver):
                 nz, ng = _per_sample_norm(z), _per_sample_norm(grad)
                 if o["langevin_norm"] == "batch":
                     nz, ng = nz.mean().expand_as(nz), ng.mean().expand_as(ng)
-                ratio = o["snr"] * nz / ng.clamp_min(1e-30)
+                ratio = snr * nz / ng.clamp_min(1e-30)
                 e = utils.append_dims(2.0 * a * ratio ** 2, x.ndim)
                 x = x + e * grad + torch.sqrt(2.0 * e) * z
             else:
-                e = 2.0 * a * (o["snr"] * m.coef(t)["sigma"]) ** 2
+                e = 2.0 * a * (snr * m.coef(t)["sigma"]) ** 2
                 x = x + e * grad + math.sqrt(2.0 * e) * z
             x = m.after_step(x, t)
         return x
 
     def step(self, m, x, t, s, state):
         # after_step runs after each corrector iteration (in correct) and after the predictor
+        snr = state["snr"]
         if self.opts["order"] == "corrector_first":
-            return m.after_step(self.predict(m, self.correct(m, x, t), t, s), s)
-        return self.correct(m, m.after_step(self.predict(m, x, t, s), s), s)
+            return m.after_step(self.predict(m, self.correct(m, x, t, snr), t, s), s)
+        return self.correct(m, m.after_step(self.predict(m, x, t, s), s), s, snr)
 
 
 _PC_DOC = " Equivalent to ``method='pc'`` with the options below fixed or defaulted."
