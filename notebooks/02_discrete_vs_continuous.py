@@ -204,31 +204,31 @@ print("(RMS error of the data prediction D(x_t) against the exact posterior mean
 # %% [markdown]
 # ## What to conclude
 #
-# (The numbers below were measured before the sampling defaults changed to the end point
-# `sigma/alpha = 0.001` and Euler-Maruyama's log-SNR grid; a full run reproduces the conclusions
-# but not every digit: re-run with `SCORE_SDE_NOTEBOOK_QUICK=0` to refresh them.)
-#
-# Full run (1500 training steps per model, 3000 samples per run; numbers in the table above):
+# Full run (1500 training steps per model, 3000 samples per run; numbers in the tables above, with
+# the current sampling defaults: end point `sigma/alpha = 0.001`, Euler-Maruyama on a log-SNR grid):
 #
 # * **The three networks are equally good at what they were trained for.** Their held-out denoising
 #   losses are 0.2567-0.2574 against 0.2544 for the exact score: training on DDPM's 1000 integer
 #   steps or on continuous t makes no measurable difference on this data.
 # * **Discrete and continuous models are interchangeable under every sampler.** The DDPM-trained
-#   model sampled by continuous Euler-Maruyama (0.061 at 26 NFE) is as good as the continuous model
-#   (0.074), and the continuous model sampled by DDPM's ancestral steps is as good as the DDPM model
+#   model sampled by continuous Euler-Maruyama (0.121 at 26 NFE) is as good as the continuous model
+#   (0.111), and the continuous model sampled by DDPM's ancestral steps is as good as the DDPM model
 #   (0.124 against 0.128 at 25 NFE). Queried between its grid points, the discrete model just works.
-# * **The sampler matters more than the training.** At equal NFE, Euler-Maruyama on the reverse SDE
-#   beats DDPM's ancestral sampling at small budgets, for every model including the exact score
-#   (about 0.14 against 0.31 at 10-11 NFE, 0.04-0.10 against 0.12-0.13 at 25-26); both reach the
-#   noise floor by 100 NFE, and DDPM's full 1000 steps add nothing over 100.
+# * **The training objective matters less than the sampler and the budget.** At 25-26 NFE
+#   Euler-Maruyama and DDPM's ancestral steps are alike for every model (0.09-0.12 against
+#   0.12-0.13); at 10-11 NFE Euler-Maruyama is better with the exact score (0.18 against 0.31) and
+#   with the EDM-output model (0.25 against 0.32), as good with the DDPM model (0.31) and worse
+#   with the continuous eps model (0.55 against 0.31). Both get near the noise floor (0.04-0.07) by
+#   100 NFE (0.03-0.08), and DDPM's full 1000 steps add nothing over 100.
 # * **Few-step ODE solvers need a network that predicts the data well at high noise.** With the
-#   exact score, DPM-Solver++(3M) is the best solver at 6-11 NFE (0.13, 0.11), but with the two
-#   noise-predicting models it fails at every budget (1.4-2.7): their data prediction
+#   exact score, DPM-Solver++(3M) is the best solver at 11 NFE (0.074; 0.69 at 6 NFE), but with the
+#   two noise-predicting models it fails at every budget (1.4-2.6): their data prediction
 #   `D = (x - sigma eps_hat) / alpha` is off by about 5 at t = 1, where `sigma / alpha = 152`
 #   magnifies a small noise error, and a deterministic solver carries that error to the end, where
 #   a stochastic one damps it. The same training with the output read as EDM's preconditioned
-#   denoiser (`output="edm"`) has a four times smaller error there, and DPM-Solver++(3M) works
-#   (0.17 at 6 NFE, 0.12 at 11); its curve levels off at 0.10, the network's own error.
+#   denoiser (`output="edm"`) has a four times smaller error there (1.1), and DPM-Solver++(3M) works
+#   (0.13 at 11 NFE; 0.69 at 6, like the exact score); its curve levels off at 0.10, the network's
+#   own error.
 #
 # What to do: train in continuous time (it costs nothing and frees the choice of times and solvers);
 # sample noise-predicting (`output="eps"`) models with stochastic samplers (Euler-Maruyama or

@@ -12,23 +12,23 @@ grid works for every SDE.
                    "quad" spacing).
 ``log_snr``        equal steps in ``lambda(t) = log(alpha^2 / sigma^2)`` (DPM-Solver's default).
 ``log_snr_early``  ``lambda_i = lambda(T) + (lambda(eps) - lambda(T)) (i/N)^1.2``: log-SNR steps that
-                   shrink towards T (finer where the modes are chosen); UniPC's default from 15 steps.
+                   shrink towards T (finer where the modes are chosen).
 ``log_snr_late``   the same with power 0.6: steps that shrink towards eps (finer where sharp modes
                    take their width); the default of DPM-Solver++(2M) and of few-step UniPC.
-``log_snr_mid``    ``log_snr_early`` with finer steps in the middle of the log-SNR range
-                   (``lambda_i = lambda(T) + (lambda(eps) - lambda(T)) w(i/N)``,
-                   ``w(u) = u^1.2 + 0.3 sin(2 pi u) / (2 pi)``): where samples choose their mode.
+``log_snr_jump``   one step from T to ``lambda = -5`` (``sigma/alpha ~ 12``: the near-prior start,
+                   where the posterior mean of data on [-1, 1] is nearly the data mean), then
+                   ``log_snr_early``'s power-1.2 steps from there to eps; UniPC's default from
+                   15 steps.
 ``karras``         EDM's grid (Karras et al. 2022): equal steps in ``s^(1/rho)`` with
                    ``s = sigma / alpha``, ``rho = 7`` by default.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Dict
 
 import torch
 
-__all__ = ["uniform_t", "quadratic", "log_snr", "log_snr_power", "log_snr_early", "log_snr_late", "log_snr_warp", "log_snr_mid", "karras", "GRIDS", "make_grid", "edm_sigma"]
+__all__ = ["uniform_t", "quadratic", "log_snr", "log_snr_power", "log_snr_early", "log_snr_late", "log_snr_jump", "karras", "GRIDS", "make_grid", "edm_sigma"]
 
 
 def _check(sde, steps, eps):
@@ -92,30 +92,25 @@ def log_snr_power(sde, steps: int, eps: float, power: float = 1.0) -> torch.Tens
     return _finish(sde, sde.t_from_log_snr(lo + (hi - lo) * u).to(torch.float64), eps)
 
 
-def log_snr_warp(sde, steps: int, eps: float, power: float = 1.0, mid: float = 0.0) -> torch.Tensor:
-    """``lambda_i = lambda(T) + (lambda(eps) - lambda(T)) w(i / steps)`` with
-    ``w(u) = u^power + mid sin(2 pi u) / (2 pi)``: :func:`log_snr_power` for ``mid = 0``; ``mid > 0``
-    makes the steps finer in the middle of the log-SNR range (by ``1 - mid`` at its centre against
-    ``1 + mid`` at the ends, for ``power = 1``), ``mid < 0`` coarser. ``|mid| < 1`` keeps the grid
-    monotone for ``power >= 1``."""
+def log_snr_jump(sde, steps: int, eps: float, lam_jump: float = -5.0, power: float = 1.2) -> torch.Tensor:
+    """One step from T straight to log-SNR ``lam_jump`` (default -5: ``sigma/alpha ~ 12``, where the
+    posterior mean of data on [-1, 1] has barely left the data mean), then ``steps - 1`` steps of
+    :func:`log_snr_power` (``power``) from there to eps. Where ``lambda(T) >= lam_jump`` (or with one
+    step) it is :func:`log_snr_power` itself."""
     steps, eps = _check(sde, steps, eps)
     if not power > 0:
         raise ValueError(f"power must be positive, got {power!r}")
     lo, hi = float(sde.log_snr(_t64(sde.T))), float(sde.log_snr(_t64(eps)))
-    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-    w = u ** power + float(mid) * torch.sin(2.0 * math.pi * u) / (2.0 * math.pi)
-    return _finish(sde, sde.t_from_log_snr(lo + (hi - lo) * w).to(torch.float64), eps)
-
-
-def log_snr_mid(sde, steps: int, eps: float) -> torch.Tensor:
-    """:func:`log_snr_warp` with power 1.2 and ``mid = 0.3``: as :func:`log_snr_early`, with finer
-    steps in the middle of the log-SNR range, where samples choose their mode (UniPC's default from
-    15 steps; it brings the mode centres to their floor at 20 NFE, docs/sampling.md)."""
-    return log_snr_warp(sde, steps, eps, 1.2, 0.3)
+    if steps < 2 or not lo < float(lam_jump) < hi:
+        return log_snr_power(sde, steps, eps, power)
+    u = torch.linspace(0.0, 1.0, steps, dtype=torch.float64) ** power
+    lam = torch.cat([_t64([lo]), lam_jump + (hi - lam_jump) * u])
+    return _finish(sde, sde.t_from_log_snr(lam).to(torch.float64), eps)
 
 
 def log_snr_early(sde, steps: int, eps: float) -> torch.Tensor:
-    """:func:`log_snr_power` with power 1.2 (measured best for UniPC-3 from 15 steps, docs/sampling.md)."""
+    """:func:`log_snr_power` with power 1.2 (UniPC-3's default from 15 steps before
+    :func:`log_snr_jump`, docs/sampling.md)."""
     return log_snr_power(sde, steps, eps, 1.2)
 
 
@@ -143,7 +138,7 @@ GRIDS: Dict[str, Callable] = {
     "log_snr": log_snr,
     "log_snr_early": log_snr_early,
     "log_snr_late": log_snr_late,
-    "log_snr_mid": log_snr_mid,
+    "log_snr_jump": log_snr_jump,
     "karras": karras,
 }
 
