@@ -237,7 +237,7 @@ def test_unipc_defaults_follow_the_step_count():
     sf = MIX.score_fn(sde)
     x0 = sde.prior_sampling((64, 2), generator=torch.Generator().manual_seed(0))
     for steps, named in ((9, dict(solver_order=2, corrector="none", grid="log_snr_late")),
-                         (20, dict(solver_order=3, corrector="unic", grid="log_snr_early"))):
+                         (20, dict(solver_order=3, corrector="unic", grid="log_snr_jump"))):
         a = sample(sde, sf, x_init=x0, method="unipc", steps=steps).samples
         b = sample(sde, sf, x_init=x0, method="unipc", steps=steps, **named).samples
         assert torch.equal(a, b), steps

@@ -347,7 +347,7 @@ def sample(sde, score_fn, shape=None, method: str = "dpmpp_2m", steps: Optional[
         device, dtype: of the samples (default: the generator's device / x_init's; float32).
         x_init: start state at t = T instead of a prior draw (shape then taken from it).
         grid: time grid: a name in :data:`score_sde.sampling.grids.GRIDS` ("uniform_t",
-            "quadratic", "log_snr", "log_snr_early", "log_snr_late", "karras"), a callable
+            "quadratic", "log_snr", "log_snr_early", "log_snr_late", "log_snr_jump", "karras"), a callable
             ``(sde, steps, eps)`` or explicit decreasing times; default per solver (UniPC's
             depends on the step count; see docs/sampling.md).
         final_step: ``"denoise"`` (default): replace x at eps by Tweedie's posterior mean

@@ -116,13 +116,13 @@ class UniPC(Solver):
     (+1 with UniC).
 
     Defaults by step count (``None``; measured on sharp mixtures, docs/sampling.md): from
-    :attr:`FEW_STEPS` = 15 steps on, order 3 with UniC on the ``log_snr_early`` grid; below it,
+    :attr:`FEW_STEPS` = 15 steps on, order 3 with UniC on the ``log_snr_jump`` grid; below it,
     order 2 without UniC on the ``log_snr_late`` grid (order 3 and UniC overshoot with log-SNR
     steps above ~2). Named values are used as given at any step count.
     """
     name = "unipc"
     ode = True
-    default_grid = "log_snr_early"
+    default_grid = "log_snr_jump"
     default_steps = 20
     FEW_STEPS = 15
     options = {"solver_order": None, "variant": "bh2", "predict_x0": True, "corrector": None,
