@@ -288,3 +288,20 @@ def test_pc_langevin_bias_vanishes_as_steps_grow():
     assert scaled[0] == paper[0]                       # the same sampler up to N steps
     assert paper[1] > 0.15                             # the paper's setting keeps its bias (~23%)
     assert scaled[1] < paper[1] / 2.5 and scaled[1] < scaled[0] / 2.5, (paper, scaled)
+
+
+@pytest.mark.parametrize("sde_name", list(SDES))
+def test_log_snr_jump_grid(sde_name):
+    # one step from T to lambda = -5, then log_snr_early's power-1.2 spacing down to eps
+    from score_sde.sampling import grids
+    sde = SDES[sde_name]()
+    eps = defaults.resolve_eps(sde, None)
+    t = grids.log_snr_jump(sde, 19, eps)
+    assert t.shape == (20,) and t[0] == sde.T and t[-1] == pytest.approx(eps) and bool((t[1:] < t[:-1]).all())
+    lam = sde.log_snr(t)
+    assert float(lam[1]) == pytest.approx(-5.0, abs=1e-6)
+    u = torch.linspace(0, 1, 19, dtype=torch.float64) ** 1.2
+    assert torch.allclose(lam[1:], -5.0 + (float(lam[-1]) + 5.0) * u, atol=1e-6)
+    # nothing to skip (lambda(T) above the jump) or one step: the plain power grid
+    assert torch.equal(grids.log_snr_jump(sde, 19, eps, lam_jump=float(lam[0]) - 1.0), grids.log_snr_early(sde, 19, eps))
+    assert torch.equal(grids.log_snr_jump(sde, 1, eps), grids.log_snr_early(sde, 1, eps))
