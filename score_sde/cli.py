@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--checkpoint", default=None)
     _allow_mismatch(sp)
 
-    sp = sub.add_parser("demo", help="the main job: train on digits, sample with two solvers, test bits/dim")
+    sp = sub.add_parser("demo", help="the main job: train on digits, compare discrete with continuous sampling, test bits/dim")
     sp.add_argument("--workdir", default="runs/demo")
     sp.add_argument("--config", default=None, help="another config to run the demo with (default: embedded digits)")
     sp.add_argument("--device", default=None)

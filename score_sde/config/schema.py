@@ -103,6 +103,8 @@ def default_config() -> ConfigDict:
     m.layer_norm = True
     m.dropout = 0.0
     m.nonlinearity = "swish"
+    m.pixel_head = 0              # width of the MLP's per-element head (0: none; the demo uses 32)
+    m.pixel_context = 4           # trunk features per element that the head sees
 
     c.training = t = ConfigDict()
     t.batch_size = 128
