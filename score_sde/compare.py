@@ -223,7 +223,7 @@ def run_compare(cfg: Optional[ConfigDict], workdir, solvers: Sequence[str] = DEF
         t0 = time.perf_counter()
         try:
             x, nfe = ex.draw_samples(run.sde, run.model, ds.event_shape, int(n), m, steps, seed, dev,
-                                     cfg.sampling.batch_size, eps=eps)
+                                     cfg.sampling.batch_size, eps=eps, **config_lib.solver_options(cfg, m))
         except NonFiniteError as e:     # a diverging solver is a result of the comparison, not a crash
             rows.append({"solver": m, "steps": steps, "budget": b, "nfe": None, "metric": None,
                          "metric_unclipped": None, "out_of_range": None, "pixel_std": None,

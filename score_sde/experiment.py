@@ -162,6 +162,7 @@ class TrainedRun:
         """``(samples (n, *event_shape), nfe)`` with the config's sampler defaults for what is None."""
         n = _check_count("n (the number of samples)", n)
         kw = self.sampler(method, steps, **options)
+        options = config_lib.solver_options(self.cfg, kw["method"], options)
         return draw_samples(self.sde, self.model, self.data.event_shape, n, kw["method"], kw["steps"], seed,
                             self.device, self.cfg.sampling.batch_size, eps=kw.get("eps"), **options)
 
@@ -235,7 +236,8 @@ def run_train(cfg: ConfigDict, workdir, device=None, progress: bool = True, allo
         ema_model.eval()
         dev = next(ema_model.parameters()).device
         x, _ = draw_samples(sde, ema_model, ds.event_shape, min(s.n, ds.snapshot_samples), kw["method"],
-                            kw["steps"], seed=step, device=dev, batch_size=s.batch_size, eps=kw.get("eps"))
+                            kw["steps"], seed=step, device=dev, batch_size=s.batch_size, eps=kw.get("eps"),
+                            **config_lib.solver_options(cfg, kw["method"]))
         save_samples(x, ds, Path(wd) / "snapshots" / f"samples_{step:08d}", title=f"step {step}")
         ema_model.train(was)
 

@@ -119,3 +119,33 @@ def test_config_file_errors(tmp_path):
     cfg.training.loss = "l1"
     with pytest.raises(ValueError, match="config.training.loss"):
         B.build_loss(cfg)
+
+
+def test_config_sampling_snr_reaches_the_pc_family_only(monkeypatch):
+    """``config.sampling.snr`` is the Langevin snr of the pc family (the demo sets the one measured
+    for its model); other solvers never see it, and an explicit option wins."""
+    import torch
+
+    from score_sde import experiment as ex
+    from score_sde.config import default_config, solver_options
+    from score_sde.sampling import SampleOutput
+
+    cfg = default_config()
+    assert solver_options(cfg, "pc") == {}                        # 0: the solver's own 0.16
+    cfg.sampling.snr = 0.01
+    assert solver_options(cfg, "pc") == {"snr": 0.01}
+    assert solver_options(cfg, "pc", {"snr": 0.2}) == {"snr": 0.2}
+    assert solver_options(cfg, "ddim") == {} and solver_options(cfg, "dpmpp_2m", {"order": 2}) == {"order": 2}
+
+    seen = []
+
+    def fake_sample(sde, model, shape, **kw):
+        seen.append(kw)
+        return SampleOutput(torch.zeros(shape), 1)
+
+    monkeypatch.setattr(ex, "sample", fake_sample)
+    sde = B.build_sde(cfg)
+    run = ex.TrainedRun(cfg, None, sde, None, B.build_data(cfg), None, 0, torch.device("cpu"))
+    run.draw(4, "pc", 10)
+    run.draw(4, "ddim", 10)
+    assert seen[0]["snr"] == 0.01 and "snr" not in seen[1]

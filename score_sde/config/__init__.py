@@ -8,13 +8,13 @@
 * :mod:`.networks`: :func:`get_model` builds a backbone of :data:`score_sde.models.MODELS` from
   its constructor's signature (no key lists);
 * :mod:`.factories`: ``build_sde``, ``build_data``, ``build_net``, ``build_model``,
-  ``build_loss``, ``train_kwargs``, ``sampler_kwargs``;
+  ``build_loss``, ``train_kwargs``, ``sampler_kwargs``, ``solver_options``;
 * :mod:`.recipes`: :data:`RECIPES`, :func:`apply_recipe` (the EDM and likelihood training recipes);
 * :mod:`.paper`: the paper's configs (:func:`reference_config`, :func:`cifar10_config`).
 """
 from .factories import (SCHEDULE_SDES, SDES, build_data, build_loss, build_model, build_net, build_sde, event_shape,
                         resolve_data_shape,
-                        sampler_kwargs, sigma_data, train_kwargs)
+                        sampler_kwargs, sigma_data, solver_options, train_kwargs)
 from .networks import get_model, model_kwargs
 from .recipes import RECIPES, apply_recipe
 from .paper import REFERENCE_CONFIGS, cifar10_config, default_model_config, reference_config, reference_names
@@ -25,7 +25,7 @@ __all__ = [
     "default_config", "load_config", "apply_overrides", "parse_override_args", "config_keys", "CONFIG_DIR",
     "find_config", "list_configs", "load_run_config", "SCHEMA_VERSION", "migrate_config_dict", "config_from_json",
     "get_model", "model_kwargs", "RECIPES", "apply_recipe",
-    "SDES", "SCHEDULE_SDES", "sigma_data", "build_sde", "build_data", "build_net", "build_model", "build_loss", "train_kwargs", "sampler_kwargs",
+    "SDES", "SCHEDULE_SDES", "sigma_data", "build_sde", "build_data", "build_net", "build_model", "build_loss", "train_kwargs", "sampler_kwargs", "solver_options",
     "event_shape", "resolve_data_shape",
     "REFERENCE_CONFIGS", "reference_config", "default_model_config", "cifar10_config", "reference_names",
 ]

@@ -21,7 +21,7 @@ from ..sde import SDE, VESDE, VPSDE, subVPSDE
 from .networks import get_model
 
 __all__ = ["SDES", "SCHEDULE_SDES", "build_sde", "build_data", "build_net", "build_model", "build_loss", "sigma_data", "train_kwargs",
-           "sampler_kwargs", "event_shape"]
+           "sampler_kwargs", "solver_options", "event_shape"]
 
 SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
 
@@ -188,4 +188,21 @@ def sampler_kwargs(cfg: ConfigDict, method: Optional[str] = None, steps: Optiona
     out = {"method": method or s.method, "steps": int(steps if steps is not None else s.steps)}
     if s.eps and s.eps > 0:
         out["eps"] = float(s.eps)
+    return out
+
+
+def solver_options(cfg: ConfigDict, method: str, options: Optional[Dict] = None) -> Dict:
+    """``options`` for ``sample(..., method=method)`` plus what ``cfg.sampling`` sets for that solver.
+
+    ``config.sampling.snr > 0`` is the Langevin corrector's snr of every solver that takes an ``snr``
+    option (the ``pc`` family) unless ``options`` gives one or a preset fixes it; other solvers
+    ignore it. The snr is dimension and model dependent (see ``score_sde.sampling.predictor_corrector``):
+    the demo's config sets the value measured for its digits model."""
+    from ..sampling import SOLVERS
+
+    out = dict(options or {})
+    snr = float(cfg.sampling.get("snr", 0.0) or 0.0)
+    cls = SOLVERS.get(method)
+    if snr > 0 and cls is not None and "snr" in cls.options and "snr" not in getattr(cls, "fixed", {}):
+        out.setdefault("snr", snr)
     return out

@@ -135,6 +135,7 @@ def default_config() -> ConfigDict:
     s.method = "euler_maruyama"   # a key of score_sde.sampling.SOLVERS
     s.steps = 100
     s.eps = 0.0                   # end time; <= 0 means the SDE's sampling_eps
+    s.snr = 0.0                   # Langevin corrector snr for the pc family; <= 0: the solver's own (0.16)
     s.n = 64                      # number of samples written by `score-sde sample`
     s.batch_size = 256
 
