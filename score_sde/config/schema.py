@@ -103,6 +103,7 @@ def default_config() -> ConfigDict:
     m.layer_norm = True
     m.dropout = 0.0
     m.nonlinearity = "swish"
+    m.input_fourier = ""          # MLP: input Fourier features' exponents n, e.g. "4,5,6,7" ("" off; models.MLP)
 
     c.training = t = ConfigDict()
     t.batch_size = 128
