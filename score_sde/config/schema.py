@@ -128,6 +128,8 @@ def default_config() -> ConfigDict:
     o.eps = 1e-8
     o.weight_decay = 0.0
     o.warmup = 500                # linear learning-rate warmup steps
+    o.decay = "none"              # after the warmup: 'none' (constant lr) | 'cosine' (down to decay_final * lr)
+    o.decay_final = 0.1           # decay='cosine': lr of the last step as a fraction of lr
     o.grad_clip = 1.0             # max global gradient norm (<= 0: off)
 
     c.sampling = s = ConfigDict()

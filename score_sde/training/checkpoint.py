@@ -346,7 +346,7 @@ _ADDED_KEYS = {
     "sde.T": 0.0, "sde.cosine_s": 0.008, "sde.edm_sigma_min": 0.002, "sde.edm_sigma_max": 80.0,
     "sde.betas": "ddpm_linear", "model.sigma_data": 0.5, "model.num_classes": 0,
     "training.p_mean": -1.2, "training.p_std": 1.2, "training.label_dropout": 0.0,
-    "model.input_fourier": "",
+    "model.input_fourier": "", "optim.decay": "none", "optim.decay_final": 0.1,
 }
 
 
