@@ -83,6 +83,7 @@ def main():
     p.add_argument("--config", default="vp/folder")
     p.add_argument("--workdir", default="runs/folder")
     p.add_argument("--set", action="append", default=[])
+    p.add_argument("--lik-n", type=int, default=0, help="test patches for the model's bits/dim (0: all)")
     p.add_argument("--source", default="sklearn", choices=["sklearn", "skimage"],
                    help="photographs to cut (skimage needs `pip install scikit-image`)")
     a = p.parse_args()
@@ -100,7 +101,9 @@ def main():
         t0 = time.perf_counter()
         res = ex.run_train(cfg, a.workdir, device=torch.device("cpu"), progress=False)
         out["train_seconds"], out["steps"] = time.perf_counter() - t0, res.step
-        lik = ex.run_likelihood(cfg, a.workdir, split="test", seed=0, device=torch.device("cpu"))
+        lik = ex.run_likelihood(cfg, a.workdir, split="test", n=a.lik_n or None, seed=0,
+                                device=torch.device("cpu"))
+        out["lik_n"] = lik["n"]
         out["bits_per_dim"], out["bits_per_dim_stderr"] = lik["bits_per_dim"], lik["bits_per_dim_stderr"]
         out["margin_vs_gmm"] = out["gmm10_full_bits_per_dim"] - out["bits_per_dim"]
         print(json.dumps(out), flush=True)
