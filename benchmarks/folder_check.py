@@ -1,6 +1,7 @@
 """Folder check (issue 13): 8x8 grey patches of real photographs vs a Gaussian mixture.
 
-Cuts scikit-learn's two bundled photographs (``load_sample_images``: china.jpg, flower.jpg) into
+Cuts scikit-learn's two bundled photographs (``load_sample_images``: china.jpg, flower.jpg; or with
+``--source skimage`` four of scikit-image's: astronaut, camera, coffee, chelsea) into
 non-overlapping 8x8 grey patches, writes them as PNGs to DIR/train and DIR/test (a seeded 80/20
 split), fits a 10-component full-covariance Gaussian mixture (sklearn) to the uniformly
 dequantised train patches and reports its held-out bits/dim with the same dequantisation bound as
@@ -21,13 +22,31 @@ from pathlib import Path
 import numpy as np
 
 
-def make_patch_folder(root: Path, size: int = 8, seed: int = 0, test_share: float = 0.2) -> dict:
+#: scikit-image's bundled photographs used by ``--source skimage`` (a second, independent check folder)
+SKIMAGE_PHOTOS = ("astronaut", "camera", "coffee", "chelsea")
+
+
+def source_images(source: str = "sklearn") -> list:
+    """The photographs (uint8 arrays, grey or RGB) of ``source``: ``"sklearn"`` (scikit-learn's
+    china.jpg and flower.jpg) or ``"skimage"`` (scikit-image's astronaut, camera, coffee, chelsea)."""
+    if source == "sklearn":
+        from sklearn.datasets import load_sample_images
+
+        return list(load_sample_images().images)
+    if source == "skimage":
+        import skimage.data
+
+        return [getattr(skimage.data, name)() for name in SKIMAGE_PHOTOS]
+    raise ValueError(f"unknown source {source!r}: 'sklearn' or 'skimage'")
+
+
+def make_patch_folder(root: Path, size: int = 8, seed: int = 0, test_share: float = 0.2,
+                      source: str = "sklearn") -> dict:
     from PIL import Image
-    from sklearn.datasets import load_sample_images
 
     patches = []
-    for img in load_sample_images().images:
-        grey = np.asarray(Image.fromarray(img).convert("L"))
+    for img in source_images(source):
+        grey = np.asarray(Image.fromarray(img).convert("L")) if img.ndim == 3 else img
         h, w = (grey.shape[0] // size) * size, (grey.shape[1] // size) * size
         p = grey[:h, :w].reshape(h // size, size, w // size, size).transpose(0, 2, 1, 3).reshape(-1, size, size)
         patches.append(p)
@@ -64,10 +83,13 @@ def main():
     p.add_argument("--config", default="vp/folder")
     p.add_argument("--workdir", default="runs/folder")
     p.add_argument("--set", action="append", default=[])
+    p.add_argument("--lik-n", type=int, default=0, help="test patches for the model's bits/dim (0: all)")
+    p.add_argument("--source", default="sklearn", choices=["sklearn", "skimage"],
+                   help="photographs to cut (skimage needs `pip install scikit-image`)")
     a = p.parse_args()
     root = Path(a.dir)
-    split = make_patch_folder(root)
-    out = {"n_train": len(split["train"]), "n_test": len(split["test"]),
+    split = make_patch_folder(root, source=a.source)
+    out = {"source": a.source, "n_train": len(split["train"]), "n_test": len(split["test"]),
            "gmm10_full_bits_per_dim": gmm_bits_per_dim(split["train"], split["test"])}
     print(json.dumps(out), flush=True)
     if a.train:
@@ -79,7 +101,9 @@ def main():
         t0 = time.perf_counter()
         res = ex.run_train(cfg, a.workdir, device=torch.device("cpu"), progress=False)
         out["train_seconds"], out["steps"] = time.perf_counter() - t0, res.step
-        lik = ex.run_likelihood(cfg, a.workdir, split="test", seed=0, device=torch.device("cpu"))
+        lik = ex.run_likelihood(cfg, a.workdir, split="test", n=a.lik_n or None, seed=0,
+                                device=torch.device("cpu"))
+        out["lik_n"] = lik["n"]
         out["bits_per_dim"], out["bits_per_dim_stderr"] = lik["bits_per_dim"], lik["bits_per_dim_stderr"]
         out["margin_vs_gmm"] = out["gmm10_full_bits_per_dim"] - out["bits_per_dim"]
         print(json.dumps(out), flush=True)

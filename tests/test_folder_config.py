@@ -1,6 +1,7 @@
 """The folder config reads image size and channels from the data (grey or RGB, 8x8 to 64x64), stores
 them in the run's config, and trains and samples on a generated folder with one command."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -52,3 +53,33 @@ def test_folder_config_trains_with_one_command(tmp_path):
     assert saved["model"]["sigma_data"] <= 0                  # measured again from the same data when built
     assert cli.main(["sample", "--workdir", str(wd), "--method", "dpmpp_2m", "--steps", "3", "--n", "4"]) == 0
     assert np.load(wd / "samples" / "dpmpp_2m_3steps_seed0.npz")["samples"].shape == (4, 3, 12, 12)
+
+
+def _benchmark(name):
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_folder_check_patches_and_mixture_baseline(tmp_path):
+    """benchmarks/folder_check.py cuts the photos into non-overlapping grey patches, splits them
+    80/20, writes them as a folder the folder config reads, and scores a Gaussian mixture on them
+    with the bits/dim convention of score_sde.likelihood (a known answer: uniform data)."""
+    fc = _benchmark("folder_check")
+    split = fc.make_patch_folder(tmp_path, size=32, source="sklearn")
+    n = sum(len(v) for v in split.values())
+    assert n == 2 * (427 // 32) * (640 // 32) and len(split["test"]) == round(0.2 * n)
+    assert split["train"].shape[1:] == (32, 32) and split["train"].dtype == np.uint8
+    assert image_folder_shape(tmp_path) == (1, 32)
+    with pytest.raises(ValueError, match="unknown source"):
+        fc.source_images("flickr")
+    # 8-bit values uniform over all 256 levels: the dequantised data is uniform on [-1, 1]^D, whose
+    # density 2^-D gives exactly 8 bits/dim; one Gaussian fitted to it costs a bit more
+    rng = np.random.default_rng(0)
+    u = rng.integers(0, 256, (4000, 2, 2), dtype=np.uint8)
+    b = fc.gmm_bits_per_dim(u[:3000], u[3000:], k=1)
+    assert 8.0 < b < 8.0 + 0.5 * math.log2(math.pi * math.e / 6) + 0.05

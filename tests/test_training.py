@@ -419,3 +419,33 @@ def test_ddp_gloo_two_processes_match_one_process(tmp_path, child_env):
     ddp_log = [r["loss"] for r in recs if "event" not in r]
     one_log = [r["loss"] for r in single.log]
     assert ddp_log == pytest.approx(one_log, rel=1e-4)
+
+
+def test_cosine_lr_decay_schedule_and_training_log(tmp_path):
+    """optim.decay='cosine': warmup as before, then half a cosine from lr to decay_final * lr."""
+    lr, w, n, f = 1e-3, 10, 111, 0.1
+    assert lr_at(4, lr, w, "cosine", n, f) == pytest.approx(lr * 5 / 10)      # warmup unchanged
+    assert lr_at(w, lr, w, "cosine", n, f) == pytest.approx(lr)
+    assert lr_at(n - 1, lr, w, "cosine", n, f) == pytest.approx(f * lr)
+    assert lr_at(w + 50, lr, w, "cosine", n, f) == pytest.approx(lr * (f + (1 - f) / 2))   # half way
+    lrs = [lr_at(s, lr, w, "cosine", n, f) for s in range(w, n)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lr_at(n - 1, lr, w) == lr_at(n - 1, lr, w, "none", n, f) == lr           # default: constant
+    with pytest.raises(ValueError, match="decay"):
+        lr_at(0, lr, w, "linear", n)
+    train(make_model(0), DSMLoss(VPSDE()), make_data(), workdir=tmp_path, n_steps=30, batch_size=16, lr=lr,
+          warmup=5, lr_decay="cosine", lr_final=0.2, log_every=10, progress=False)
+    logged = [r["lr"] for r in read_log(tmp_path / "log.jsonl") if "lr" in r]
+    assert logged == pytest.approx([lr_at(s - 1, lr, 5, "cosine", 30, 0.2) for s in (10, 20, 30)])
+    assert logged[-1] == pytest.approx(0.2 * lr)
+    with pytest.raises(ValueError, match="lr_final"):
+        train(make_model(0), DSMLoss(VPSDE()), make_data(), workdir=tmp_path / "b", n_steps=3, batch_size=16,
+              lr_decay="cosine", lr_final=2.0, progress=False)
+
+
+def test_config_optim_decay_reaches_the_loop():
+    from score_sde.config import load_config
+    from score_sde.config.factories import train_kwargs
+    kw = train_kwargs(load_config("vp/digits", ["optim.decay=cosine", "optim.decay_final=0.05"]))
+    assert (kw["lr_decay"], kw["lr_final"]) == ("cosine", 0.05)
+    assert train_kwargs(load_config("vp/digits"))["lr_decay"] == "none"

@@ -171,6 +171,7 @@ def train_kwargs(cfg: ConfigDict) -> Dict:
         raise ValueError(f"config.training.mixed_precision must be 'no', 'bf16' or 'fp16', got {t.mixed_precision!r}")
     return {
         "n_steps": int(t.n_iters), "batch_size": int(t.batch_size), "lr": float(o.lr), "warmup": int(o.warmup),
+        "lr_decay": str(o.get("decay", "none")), "lr_final": float(o.get("decay_final", 0.1)),
         "grad_clip": float(o.grad_clip) if o.grad_clip > 0 else None, "ema_rate": float(cfg.model.ema_rate),
         "weight_decay": float(o.weight_decay), "betas": (float(o.beta1), float(o.beta2)), "adam_eps": float(o.eps),
         "log_every": int(t.log_freq), "checkpoint_every": int(t.snapshot_freq),

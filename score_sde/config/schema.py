@@ -105,6 +105,7 @@ def default_config() -> ConfigDict:
     m.nonlinearity = "swish"
     m.pixel_head = 0              # width of the MLP's per-element head (0: none; the demo uses 32)
     m.pixel_context = 4           # trunk features per element that the head sees
+    m.input_fourier = ""          # MLP: input Fourier features' exponents n, e.g. "4,5,6,7" ("" off; models.MLP)
 
     c.training = t = ConfigDict()
     t.batch_size = 128
@@ -129,6 +130,8 @@ def default_config() -> ConfigDict:
     o.eps = 1e-8
     o.weight_decay = 0.0
     o.warmup = 500                # linear learning-rate warmup steps
+    o.decay = "none"              # after the warmup: 'none' (constant lr) | 'cosine' (down to decay_final * lr)
+    o.decay_final = 0.1           # decay='cosine': lr of the last step as a fraction of lr
     o.grad_clip = 1.0             # max global gradient norm (<= 0: off)
 
     c.sampling = s = ConfigDict()

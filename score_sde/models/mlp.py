@@ -6,7 +6,7 @@
 block)::
 
     e  = TimeMLP(embed(labels)) [+ ClassEmbedding(class_labels)]   (B, hidden)
-    h  = Linear(x.flatten())                          (B, hidden)
+    h  = Linear(x.flatten() [, sin(2^n pi x), cos(2^n pi x) for n in input_fourier])   (B, hidden)
     h += Linear(drop(act(Linear(act(norm(h))) + Dense(e))))    x num_blocks
     out = Linear(act(norm(h))).reshape(x.shape)
     out_i += Head(x_i, Linear(act(norm(h)))_i, e)    per element i, with pixel_head > 0 (one small MLP
@@ -54,12 +54,18 @@ class MLP(nn.Module):
             pulled into its grey level by a function of that pixel alone), which a dense MLP
             otherwise learns 64 times over.
         pixel_context: context features per element for the head (with ``pixel_head > 0``).
+        input_fourier: exponents n (ints, or a string such as ``"4,5,6,7"``; empty: off) of input
+            Fourier features: ``sin(2^n pi x)`` and ``cos(2^n pi x)`` of every input value are fed
+            to the first layer next to ``x`` (Kingma et al. 2021, "Variational Diffusion Models").
+            They make deviations as small as 2^-n visible at order one, which an MLP otherwise
+            resolves poorly at the smallest noise levels (8-bit data: levels 2^-7 apart in [-1, 1]).
     """
 
     def __init__(self, event_shape: Union[int, Sequence[int]] = 2, hidden: int = 256, num_blocks: int = 4,
                  embedding_type: str = "fourier", embedding_dim: int = 128, fourier_scale: float = 16.0,
                  layer_norm: bool = True, dropout: float = 0.0, nonlinearity: str = "swish",
-                 log_labels: bool = False, num_classes: int = 0, pixel_head: int = 0, pixel_context: int = 4):
+                 log_labels: bool = False, num_classes: int = 0, pixel_head: int = 0, pixel_context: int = 4,
+                 input_fourier: Union[str, Sequence[int]] = ()):
         super().__init__()
         shape = (int(event_shape),) if isinstance(event_shape, int) else tuple(int(s) for s in event_shape)
         if not shape or any(s < 1 for s in shape):
@@ -79,7 +85,10 @@ class MLP(nn.Module):
             self.fourier = layers.GaussianFourierProjection(embedding_dim // 2, scale=fourier_scale)
         self.time_mlp = nn.Sequential(layers.dense(embedding_dim, hidden), layers.get_act(nonlinearity),
                                       layers.dense(hidden, hidden))
-        self.input = layers.dense(dim, hidden)
+        self.input_fourier = _exponents(input_fourier)
+        self.register_buffer("_freqs", math.pi * 2.0 ** torch.tensor(self.input_fourier, dtype=torch.float32),
+                             persistent=False)
+        self.input = layers.dense(dim * (1 + 2 * len(self.input_fourier)), hidden)
         norm = (lambda: nn.LayerNorm(hidden)) if layer_norm else nn.Identity
         self.blocks = nn.ModuleList(_Block(hidden, norm(), self.act, dropout) for _ in range(num_blocks))
         self.out_norm = norm()
@@ -118,7 +127,11 @@ class MLP(nn.Module):
         elif class_labels is not None:
             raise ValueError("this network has no class labels (num_classes=0): build it with num_classes > 0")
         e = self.act(e)
-        h = self.input(x.reshape(x.shape[0], self.dim))
+        v = x.reshape(x.shape[0], self.dim)
+        if self.input_fourier:
+            a = (v.unsqueeze(-1) * self._freqs.to(v.dtype)).flatten(1)     # (B, dim * len(input_fourier))
+            v = torch.cat([v, torch.sin(a), torch.cos(a)], dim=1)
+        h = self.input(v)
         for block in self.blocks:
             h = block(h, e)
         hn = self.act(self.out_norm(h))
@@ -136,6 +149,19 @@ class MLP(nn.Module):
         z = self.act(self.head_in(xe) + t1)
         z = self.act(self.head_mid(z) + t2)
         return self.head_out(z).squeeze(-1)
+
+
+def _exponents(spec) -> tuple:
+    """``input_fourier`` as a tuple of ints: ``"4,5"`` / ``(4, 5)`` -> ``(4, 5)``; ``""`` / ``()`` -> ``()``."""
+    if isinstance(spec, str):
+        spec = [p for p in spec.replace(" ", "").split(",") if p]
+    try:
+        out = tuple(int(n) for n in spec)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_fourier must be ints or a string like '4,5,6,7', got {spec!r}") from None
+    if any(n < 0 or n > 12 for n in out):
+        raise ValueError(f"input_fourier exponents must lie in 0..12, got {out}")
+    return out
 
 
 class _Block(nn.Module):

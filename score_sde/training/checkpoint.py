@@ -347,6 +347,7 @@ _ADDED_KEYS = {
     "sde.betas": "ddpm_linear", "model.sigma_data": 0.5, "model.num_classes": 0,
     "training.p_mean": -1.2, "training.p_std": 1.2, "training.label_dropout": 0.0,
     "model.pixel_head": 0, "model.pixel_context": 4, "sampling.snr": 0.0,
+    "model.input_fourier": "", "optim.decay": "none", "optim.decay_final": 0.1,
 }
 
 

@@ -58,10 +58,20 @@ class TrainResult(NamedTuple):
     log: List[Dict]
 
 
-def lr_at(step: int, lr: float, warmup: int) -> float:
-    """Learning rate of update ``step`` (0-based): linear warmup ``lr * min(1, (step + 1) / warmup)``."""
-    if warmup and warmup > 0:
-        return lr * min(1.0, (step + 1) / warmup)
+def lr_at(step: int, lr: float, warmup: int, decay: str = "none", n_steps: int = 0, final: float = 0.1) -> float:
+    """Learning rate of update ``step`` (0-based): linear warmup ``lr * min(1, (step + 1) / warmup)``;
+    with ``decay="cosine"`` it then falls along half a cosine from ``lr`` after the warmup to
+    ``final * lr`` at update ``n_steps - 1``: ``lr (final + (1 - final) (1 + cos(pi p)) / 2)``,
+    ``p = (step - warmup) / (n_steps - 1 - warmup)`` (the schedule follows ``n_steps``: resuming with a
+    larger ``n_steps`` stretches it)."""
+    if decay not in ("none", "cosine"):
+        raise ValueError(f"decay must be 'none' or 'cosine', got {decay!r}")
+    if warmup and warmup > 0 and step + 1 < warmup:
+        return lr * (step + 1) / warmup
+    if decay == "cosine" and n_steps - 1 > max(warmup, 0):
+        w = max(warmup, 0)
+        p = min(1.0, max(0.0, (step - w) / (n_steps - 1 - w)))
+        return lr * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * p)))
     return lr
 
 
@@ -132,6 +142,8 @@ def train(
     batch_size: Optional[int] = None,       # GLOBAL batch (all processes); None only for iterable data
     lr: float = 2e-4,                       # peak learning rate of Adam
     warmup: int = 5000,                     # linear warmup steps (lr * min(1, (step + 1) / warmup)); 0: none
+    lr_decay: str = "none",                 # after the warmup: "none" (constant) | "cosine" (to lr_final * lr; lr_at)
+    lr_final: float = 0.1,                  # lr_decay="cosine": the last update's lr as a fraction of lr
     grad_clip: Optional[float] = 1.0,       # clip the total gradient norm to this; None or 0: no clipping
     ema_rate: float = 0.9999,               # EMA decay per update (0.999 suits short runs)
     ema_warmup: bool = False,               # use min(ema_rate, (1 + n) / (10 + n)) early on
@@ -194,6 +206,9 @@ def train(
     _check_int("n_steps", n_steps, 0)
     _check_int("batch_size", batch_size, 1, allow_none=True)
     _check_int("warmup", warmup, 0)
+    lr_at(0, 1.0, 0, lr_decay)                  # checks lr_decay
+    if not (isinstance(lr_final, (int, float)) and 0.0 <= lr_final <= 1.0):
+        raise ValueError(f"lr_final must lie in [0, 1], got {lr_final!r}")
     _check_int("log_every", log_every, 1)
     _check_int("checkpoint_every", checkpoint_every, 1, allow_none=True)
     _check_int("keep", keep, 1, allow_none=True)
@@ -347,7 +362,7 @@ def train(
 
         logger = JSONLogger(workdir / "log.jsonl", tensorboard=tensorboard, enabled=is_main)
         meta = {"seed": seed, "batch_size": global_b, "world_size": world, "n_steps": n_steps, "lr": lr,
-                "warmup": warmup, "grad_clip": grad_clip, "ema_rate": ema_rate, "amp": amp,
+                "warmup": warmup, "lr_decay": lr_decay, "lr_final": lr_final, "grad_clip": grad_clip, "ema_rate": ema_rate, "amp": amp,
                 "torch": torch.__version__}
         logger.log({"event": "resume" if resume_path else "start", "step": start, "checkpoint": resume_path,
                     "world_size": world, "batch_size": global_b, "device": str(device),
@@ -417,7 +432,7 @@ def train(
                 else:
                     grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None],
                                                               foreach=True)
-            cur_lr = lr_at(step, lr, warmup)
+            cur_lr = lr_at(step, lr, warmup, lr_decay, n_steps, lr_final)
             for group in opt.param_groups:
                 group["lr"] = cur_lr
             scaler.step(opt)
