@@ -179,6 +179,8 @@ def _add_label_args(sp):
 
 def _add_conditional_commands(sub, common):
     """The controllable-generation subcommands (score_sde.controllable)."""
+    from .controllable import INPAINT_GUIDANCE, INPAINT_RESAMPLE
+
     def sampler_args(sp):
         sp.add_argument("--method", default=None, help="solver that supports after_step (default: config.sampling)")
         sp.add_argument("--steps", type=_positive_int, default=None, help="solver steps (default: config.sampling.steps)")
@@ -193,9 +195,11 @@ def _add_conditional_commands(sub, common):
     common(sp)
     sp.add_argument("--mask", default="half", help="half | centre | random[:P] | a .png (white = observed) | "
                     "a .npy of booleans (default: half, the lower half filled in)")
-    sp.add_argument("--resample", type=_positive_int, default=1, help="RePaint resampling steps per step (1: plain replacement)")
-    sp.add_argument("--guidance", type=float, default=0.0, help="reconstruction-guidance scale added to the "
-                    "replacement (0: the paper's replacement alone; digits: 10)")
+    sp.add_argument("--resample", type=_positive_int, default=None,
+                    help="RePaint resampling steps per step (1: plain replacement; default "
+                    f"{INPAINT_RESAMPLE}, the measured choice, docs/conditional.md)")
+    sp.add_argument("--guidance", type=float, default=None, help="reconstruction-guidance scale added to the "
+                    f"replacement (0 with --resample 1: the paper's replacement alone; default {INPAINT_GUIDANCE:g})")
     sampler_args(sp)
     sp = sub.add_parser("colorize", help="colour the grey versions of test images (RGB data)")
     common(sp)

@@ -39,6 +39,13 @@ __all__ = ["MASK_PATTERNS", "parse_mask", "classifier_path", "run_train_classifi
 MASK_PATTERNS = ("half", "lower_half", "centre", "random")
 CLASSIFIER_FILE = "classifier.pt"
 
+#: default inpainting method of :func:`run_inpaint` and ``score-sde inpaint``: the replacement method
+#: with reconstruction guidance of this scale and RePaint resampling ``r`` (measured on the lower half
+#: of all 360 test digits, two seeds: 87-88% recognised against 54-60% for plain replacement and
+#: 81-82% for guidance alone, at 4x the score calls; docs/conditional.md)
+INPAINT_GUIDANCE = 10.0
+INPAINT_RESAMPLE = 4
+
 
 def parse_mask(spec: str, event_shape: Sequence[int], seed: int = 0) -> torch.Tensor:
     """A boolean mask shaped like one sample (True = observed) from ``spec``:
@@ -263,11 +270,17 @@ def _observations(run: TrainedRun, n: int, split: str, seed: int):
 
 
 def run_inpaint(cfg, workdir, mask: str = "half", n: int = 16, samples_per: int = 4, seed: int = 0,
-                method: Optional[str] = None, steps: Optional[int] = None, resample: int = 1,
+                method: Optional[str] = None, steps: Optional[int] = None, resample: Optional[int] = None,
                 split: str = "test", device=None, out: Optional[str] = None, checkpoint: Optional[str] = None,
-                run: Optional[TrainedRun] = None, guidance: float = 0.0, data_var: float = 0.25) -> Dict:
+                run: Optional[TrainedRun] = None, guidance: Optional[float] = None, data_var: float = 0.25) -> Dict:
     """Inpaint the first ``n`` images of ``split`` under ``mask`` (see :func:`parse_mask`) by the
     replacement method (RePaint resampling with ``resample > 1``), ``samples_per`` completions each.
+
+    Default (``guidance=None``, ``resample=None``): reconstruction guidance :data:`INPAINT_GUIDANCE`
+    (10) and RePaint resampling :data:`INPAINT_RESAMPLE` (4), the measured choice for recognisable
+    completions (87-88% of the lower halves of the 360 test digits against 54-60% for the paper's
+    plain replacement, ``guidance=0, resample=1``; ``resample=1`` with guidance 10 costs 4x fewer
+    score calls and gave 81-82%; docs/conditional.md).
 
     ``guidance > 0`` adds reconstruction guidance to the replacement: the score becomes
     :func:`score_sde.conditional.dps_score` (``score + guidance * grad log N(y; A x0_hat, r_t^2)``,
@@ -291,7 +304,8 @@ def run_inpaint(cfg, workdir, mask: str = "half", n: int = 16, samples_per: int 
     x_true = truth.repeat_interleave(reps, 0).to(run.device)
     meas = cond.Measurement(op, op.observe(x_true))
 
-    scale = cond.check_guidance_scale(guidance)
+    scale = cond.check_guidance_scale(INPAINT_GUIDANCE if guidance is None else guidance)
+    resample = INPAINT_RESAMPLE if resample is None else resample
 
     def sampler(start, b, g, kw):
         sub = cond.Measurement(op, meas.y[start:start + b])
