@@ -260,7 +260,7 @@ SOLVER_BUDGETS = {
     "dpm_solver_2s": dict(steps=60),
     "dpm_solver_3s": dict(steps=20),
     "dpmpp_2s": dict(steps=60),
-    "edm": dict(steps=150),
+    "edm": dict(steps=300),
 }
 
 
