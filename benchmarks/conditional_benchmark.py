@@ -10,19 +10,22 @@ Measurements (one ground-truth draw x* of component 0):
 
 The exact posterior p(x0 | y) comes from :func:`score_sde.analytic.condition_on_measurement`.
 
-Table 1 (approximate methods, only the exact *prior* score, as a trained model would give):
-replacement, RePaint resampling, DPS at several zeta, and the DPS-style guidance score.
-Table 2 (the exact *conditional* score of p_t(x_t | y)): every solver at its budget.
+Table 1 (approximate methods, only the exact *prior* score, as a trained model would give, on the
+first mixture): replacement, RePaint resampling, DPS at several zeta, and the DPS-style guidance score.
+Table 2 (the exact *conditional* score of p_t(x_t | y)): every solver of score_sde.sampling at its
+documented budget, ``score_sde.conditional.SOLVER_BUDGETS``, on each mixture of ``--seeds``; a row
+is "at the floor" when each metric is within ``Z_FLOOR`` standard deviations of its Monte Carlo floor.
 
 Metrics (per mode; a sample belongs to the prior component of highest responsibility at t = 0):
 ``weights`` total variation between the sample's mode histogram and the exact posterior weights;
 ``spread`` |rms distance to the sample's own mode mean / exact rms - 1| (weight-averaged over modes
 with posterior weight > 2%); ``centres`` |sample mode mean - exact mode mean| / exact rms spread.
 ``floor`` is the same statistic for independent exact posterior samples of the same size, averaged
-over 8 sets (the Monte Carlo floor). These per-mode metrics are local to this script for now; issue 14 adds shared
+over 8 sets (the Monte Carlo floor), with their standard deviation. These per-mode metrics are local to this script for now; issue 14 adds shared
 per-mode metric functions to score_sde.evaluation, which should replace them after the merge.
 
-Run:  OMP_NUM_THREADS=1 python benchmarks/conditional_benchmark.py [--n 2000] [--sdes vp,subvp,ve]
+Run:  OMP_NUM_THREADS=1 python benchmarks/conditional_benchmark.py [--n 1000] [--seeds 0,1] [--sdes vp,subvp,ve]
+      [--solvers a,b] [--budget JSON] [--skip-approx | --skip-oracle]
 """
 from __future__ import annotations
 
