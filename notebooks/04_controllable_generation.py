@@ -114,14 +114,15 @@ summary["mixture_posterior_error"] = errors
 
 # %% [markdown]
 # With the exact conditional score the sampler lands near the Monte Carlo floor (full run, 2000
-# samples, 500 Euler-Maruyama steps: 0.015 against a floor of 0.010 for inpainting, 0.070 against
-# 0.033 for the noisy projection; the rest is the solver's step error): the solver is not the
-# problem. With only the prior score every method leaves a gap here. For inpainting this posterior is
-# a few narrow slices, and the replacement method misweights them (0.42): the noised copy of the
-# observation says little at large t, when the mode is chosen. RePaint's resampling halves that
-# error (0.20 at r = 4 with the same 500 score calls), and DPS (zeta = 0.2) did best (0.14); the
-# DPS-style guidance score was as poor as replacement (0.47). For the noisy projection the order
-# flips: the guidance score 0.15, DPS 0.76 (it over-fits the measurement). One 2-D problem and one
+# samples, 500 Euler-Maruyama steps: 0.011 against a floor of 0.010 for inpainting, 0.089 against
+# 0.033 for the noisy projection; the rest is the solver's step error, which
+# `score_sde.conditional.SOLVER_BUDGETS` sizes away): the solver is not the problem. With only the
+# prior score every method leaves a gap here. For inpainting this posterior is a few narrow slices,
+# and the replacement method misweights them (0.40): the noised copy of the observation says
+# little at large t, when the mode is chosen. RePaint's resampling halves that error (0.19 at
+# r = 4 with the same 500 score calls), and DPS (zeta = 0.2) did best (0.14); the DPS-style
+# guidance score was as poor as replacement (0.47). For the noisy projection the order flips: the
+# guidance score 0.18, DPS 0.76 (it over-fits the measurement). One 2-D problem and one
 # seed: the 64-D comparison in `docs/conditional.md` is the one to decide by.
 #
 # ### Classes on the mixture
