@@ -169,10 +169,14 @@ def _one_line_warning(message, category, filename, lineno, line=None):
 
 
 def _add_label_args(sp):
+    from .controllable import GUIDANCE_SCALES
+
     sp.add_argument("--label", type=int, default=None, help="class to sample (a class-conditional model: "
                     "classifier-free guidance; an unconditional one: classifier guidance)")
-    sp.add_argument("--guidance", type=float, default=1.0, help="guidance scale >= 0 (1: the plain conditional "
-                    "score; >1 sharper towards the class)")
+    sp.add_argument("--guidance", type=float, default=None, help="guidance scale >= 0 (1: the plain conditional "
+                    "score; >1 sharper towards the class; default: the documented scale, "
+                    f"{GUIDANCE_SCALES['classifier-free']:g} for classifier-free and "
+                    f"{GUIDANCE_SCALES['classifier']:g} for classifier guidance)")
     sp.add_argument("--classifier", default=None, help="classifier file for classifier guidance (default: "
                     "WORKDIR/classifier.pt when the model is unconditional)")
 
@@ -315,7 +319,7 @@ def _dispatch(args, overrides: List[str]) -> int:
     if res is not None:
         print(json.dumps(res, indent=2))
         return 0
-    if args.command == "sample" and (args.guidance != 1.0 or args.classifier):
+    if args.command == "sample" and (args.guidance is not None or args.classifier):
         raise ValueError("--guidance and --classifier need --label C (the class to sample)")
     if args.command == "sample":
         res = ex.run_sample(cfg, workdir, args.method, args.steps, args.n, args.seed, args.device, args.out,

@@ -32,7 +32,7 @@ from .io import save_image_grid, save_npz, write_json
 from .sampling import sample
 from .training import RunLock
 
-__all__ = ["MASK_PATTERNS", "parse_mask", "classifier_path", "run_train_classifier", "guided_score",
+__all__ = ["MASK_PATTERNS", "INPAINT_GUIDANCE", "INPAINT_RESAMPLE", "GUIDANCE_SCALES", "parse_mask", "classifier_path", "run_train_classifier", "guided_score",
            "run_sample_label", "run_inpaint", "run_colorize", "digits_label_accuracy"]
 
 #: the named masks of :func:`parse_mask` (True = observed)
@@ -45,6 +45,11 @@ CLASSIFIER_FILE = "classifier.pt"
 #: 81-82% for guidance alone, at 4x the score calls; docs/conditional.md)
 INPAINT_GUIDANCE = 10.0
 INPAINT_RESAMPLE = 4
+
+#: default guidance scale of :func:`run_sample_label` and ``score-sde sample --label`` per kind: the
+#: documented scales at which every digit class was recognised >= 95% of the time on two seeds
+#: (classifier-free 3: 100%; classifier guidance 4: worst class 96-98%; docs/conditional.md)
+GUIDANCE_SCALES = {"classifier-free": 3.0, "classifier": 4.0}
 
 
 def parse_mask(spec: str, event_shape: Sequence[int], seed: int = 0) -> torch.Tensor:
@@ -234,13 +239,17 @@ def _grid(ds: Dataset, rows, path, hide=None) -> Path:
     return save_image_grid(levels, path, nrow=ncol, scale=max(1, 64 // ds.event_shape[-1]))
 
 
-def run_sample_label(cfg, workdir, label: int, guidance: float = 1.0, classifier: Optional[str] = None,
+def run_sample_label(cfg, workdir, label: int, guidance: Optional[float] = None, classifier: Optional[str] = None,
                      method: Optional[str] = None, steps: Optional[int] = None, n: Optional[int] = None,
                      seed: int = 0, device=None, out: Optional[str] = None, checkpoint: Optional[str] = None,
                      run: Optional[TrainedRun] = None) -> Dict:
     """Sample ``n`` images of class ``label`` (see :func:`guided_score`); writes npz + png and returns
-    a summary (with, on digits, the evaluation classifier's accuracy on the samples)."""
+    a summary (with, on digits, the evaluation classifier's accuracy on the samples). ``guidance=None``:
+    the documented scale of the kind, :data:`GUIDANCE_SCALES` (1 is the plain conditional score)."""
     run = run if run is not None else load_trained(workdir, cfg, device, checkpoint)
+    if guidance is None:
+        free = bool(getattr(run.model, "num_classes", 0)) and not classifier
+        guidance = GUIDANCE_SCALES["classifier-free" if free else "classifier"]
     score_fn, kind = guided_score(run, label, guidance, classifier)
     n = int(n or cfg.sampling.n)
     t0 = time.perf_counter()

@@ -156,6 +156,9 @@ def test_cli_classifier_free_sampling_and_bad_input(runs, capsys):
     assert res["network_calls"] == 2 * res["nfe"]            # conditional and unconditional score per call
     assert 0.0 <= res["label_accuracy"] <= 1.0
     assert np.load(res["npz"])["samples"].shape == (6, 1, 8, 8)
+    assert main(["sample", "--workdir", str(cwd), "--label", "1", "--n", "2"]) == 0
+    res = _last_json(capsys)          # without --guidance: the documented classifier-free scale
+    assert res["guidance"] == ctl.GUIDANCE_SCALES["classifier-free"] == 3.0
     for argv, msg in ((["--label", "10"], r"label must lie in \[0, 10\)"),
                       (["--label", "1", "--guidance", "-0.5"], "guidance scale must be"),
                       (["--guidance", "2"], "need --label")):
