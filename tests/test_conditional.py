@@ -339,7 +339,7 @@ def _mode_histogram(prior, xs):
 
 
 @pytest.mark.parametrize("sde_name,method,seed", [("vp", "dpmpp_3m", 21), ("vp", "dpmpp_3m", 22), ("ve", "heun", 21),
-                                                  ("ve", "heun", 22), ("subvp", "euler_maruyama", 21)])
+                                                  ("ve", "heun", 22), ("subvp", "dpmpp_2m_sde", 21)])
 def test_solvers_at_their_documented_budget_sample_the_exact_posterior(sde_name, method, seed):
     """At its budget from SOLVER_BUDGETS a solver with the exact conditional score draws the exact
     posterior: mode weights, per-dimension means and variances within Monte Carlo error, for a
