@@ -274,8 +274,14 @@ plt.show()
 
 # %% [markdown]
 # Larger scales raise the class accuracy and lower the diversity; past a point the Digits FD grows
-# again (the samples concentrate on the most typical digit of each class). The measured figures
-# of a longer run are in `docs/conditional.md` (`benchmarks/conditional_digits.py`).
+# again (the samples concentrate on the most typical digit of each class). Full run (50 samples per
+# class, 5000-step guidance classifier): classifier-free 97.8% / 100% / 100% at scales 1 / 2 / 3
+# (worst class 96% / 100% / 100%), classifier guidance 89.8% / 97.4% / 99.0% (worst class 86% /
+# 94% / 98%), 99.6% at 5 (worst 98%); the Digits FD is lowest near scale 1-2 (2.40 classifier-free
+# at 1, 2.79 classifier guidance at 2) and grows beyond. Every class clears 95% at scale 3 with
+# either kind here; over two seeds of the longer runs in `docs/conditional.md`
+# (`benchmarks/conditional_digits.py`) classifier guidance needs 4, the default of
+# `score-sde sample --label`.
 
 # %%
 print_summary(summary, T_START)
