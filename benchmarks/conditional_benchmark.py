@@ -10,23 +10,27 @@ Measurements (one ground-truth draw x* of component 0):
 
 The exact posterior p(x0 | y) comes from :func:`score_sde.analytic.condition_on_measurement`.
 
-Table 1 (approximate methods, only the exact *prior* score, as a trained model would give):
-replacement, RePaint resampling, DPS at several zeta, and the DPS-style guidance score.
-Table 2 (the exact *conditional* score of p_t(x_t | y)): every solver at its budget.
+Table 1 (approximate methods, only the exact *prior* score, as a trained model would give, on the
+first mixture): replacement, RePaint resampling, DPS at several zeta, and the DPS-style guidance score.
+Table 2 (the exact *conditional* score of p_t(x_t | y)): every solver of score_sde.sampling at its
+documented budget, ``score_sde.conditional.SOLVER_BUDGETS``, on each mixture of ``--seeds``; a row
+is "at the floor" when each metric is within ``Z_FLOOR`` standard deviations of its Monte Carlo floor.
 
 Metrics (per mode; a sample belongs to the prior component of highest responsibility at t = 0):
 ``weights`` total variation between the sample's mode histogram and the exact posterior weights;
 ``spread`` |rms distance to the sample's own mode mean / exact rms - 1| (weight-averaged over modes
 with posterior weight > 2%); ``centres`` |sample mode mean - exact mode mean| / exact rms spread.
 ``floor`` is the same statistic for independent exact posterior samples of the same size, averaged
-over 8 sets (the Monte Carlo floor). These per-mode metrics are local to this script for now; issue 14 adds shared
+over 8 sets (the Monte Carlo floor), with their standard deviation. These per-mode metrics are local to this script for now; issue 14 adds shared
 per-mode metric functions to score_sde.evaluation, which should replace them after the merge.
 
-Run:  OMP_NUM_THREADS=1 python benchmarks/conditional_benchmark.py [--n 2000] [--sdes vp,subvp,ve]
+Run:  OMP_NUM_THREADS=1 python benchmarks/conditional_benchmark.py [--n 1000] [--seeds 0,1] [--sdes vp,subvp,ve]
+      [--solvers a,b] [--budget JSON] [--skip-approx | --skip-oracle]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 
@@ -39,22 +43,10 @@ from score_sde.sampling import SOLVERS, sample
 
 F64 = torch.float64
 
-# each solver's budget (steps and options) in Table 2
-BUDGETS = {
-    "euler_maruyama": dict(steps=500),
-    "reverse_diffusion": dict(steps=500),
-    "ancestral": dict(steps=1000),
-    "pc": dict(steps=500, corrector="langevin", snr=0.01),
-    "ddpm": dict(steps=1000),
-    "euler": dict(steps=200),
-    "ddim": dict(steps=100),
-    "heun": dict(steps=40),
-    "dpmpp_2m": dict(steps=50),
-    "dpmpp_3m": dict(steps=50),
-    "dpmpp_2m_sde": dict(steps=200),
-    "ode": dict(rtol=1e-5, atol=1e-5),
-    "sdeint": dict(steps=500),
-}
+# each solver's budget in Table 2: the documented table (score_sde.conditional.SOLVER_BUDGETS)
+BUDGETS = cond.SOLVER_BUDGETS
+#: a metric is "at the floor" when it is below the mean of the exact sets plus this many of their sds
+Z_FLOOR = 3.0
 
 
 def make_problem(seed=0, dim=64, pairs=4, obs=32):
@@ -115,14 +107,51 @@ def metrics(x, post_full, prior):
     return tv, sp / tot, ce / tot
 
 
+def floor_stats(post, prior, n, sets=8):
+    """Mean and standard deviation over ``sets`` independent exact posterior sets of size n of each
+    metric (the Monte Carlo floor and its spread)."""
+    fl = [metrics(post.sample(n, generator=torch.Generator().manual_seed(101 + i), dtype=F64), post, prior)
+          for i in range(sets)]
+    mean = tuple(sum(v) / sets for v in zip(*fl))
+    sd = tuple(math.sqrt(sum((a - m) ** 2 for a in v) / (sets - 1)) for v, m in zip(zip(*fl), mean))
+    return mean, sd
+
+
 def fmt(m, f):
     return " | ".join(f"{a:.3f} ({b:.3f})" for a, b in zip(m, f))
 
 
+def exact_problem(seed, n):
+    """(prior, {measurement: (Measurement, operator, exact posterior, floor mean, floor sd)})."""
+    prior, problems = make_problem(seed)
+    out = {}
+    for name, (meas, A) in problems.items():
+        post = an.condition_on_measurement(prior, A, meas.y, meas.noise_std).mixture
+        mean, sd = floor_stats(post, prior, n)
+        out[name] = (meas, A, post, mean, sd)
+    return prior, out
+
+
+def oracle_row(sde, solver, prior, post, floor, sd, n, budget=None, sample_seed=8):
+    """Run ``solver`` at its documented budget (or ``budget``) with the exact conditional score;
+    returns (nfe, metrics, z-scores against the floor, at-the-floor flag, seconds)."""
+    kw = dict(BUDGETS[solver] if budget is None else budget)
+    t0 = time.time()
+    out = sample(sde, prune(post).score_fn(sde), (n, 64), method=solver,
+                 generator=torch.Generator().manual_seed(sample_seed), dtype=F64, **kw)
+    m = metrics(out.samples, post, prior)
+    z = tuple((v - f) / max(d, 1e-12) for v, f, d in zip(m, floor, sd))
+    return out.nfe, m, z, all(v <= Z_FLOOR for v in z), time.time() - t0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--n", type=int, default=1000)
     p.add_argument("--sdes", default="vp,subvp,ve")
+    p.add_argument("--seeds", default="0,1", help="mixture seeds of Table 2 (Table 1 uses the first)")
+    p.add_argument("--solvers", default=",".join(SOLVERS), help="solvers of Table 2 (default: every solver)")
+    p.add_argument("--budget", default=None, help="JSON keyword arguments replacing the documented budget "
+                   "(with one solver in --solvers; for budget searches)")
     p.add_argument("--approx-sdes", default="vp,ve")
     p.add_argument("--steps", type=int, default=1000, help="score calls of the approximate methods")
     p.add_argument("--zetas", default="0.05,0.2,1.0")
@@ -130,26 +159,21 @@ def main():
     p.add_argument("--skip-approx", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
-    prior, problems = make_problem()
     sdes = {"vp": score_sde.VPSDE(), "subvp": score_sde.subVPSDE(), "ve": score_sde.VESDE()}
     n = args.n
-    posts = {}
-    for name, (meas, A) in problems.items():
-        ns = meas.noise_std
-        post = an.condition_on_measurement(prior, A, meas.y, ns).mixture
-        exact = post.sample(n, generator=torch.Generator().manual_seed(100), dtype=F64)
-        fl = [metrics(post.sample(n, generator=torch.Generator().manual_seed(101 + i), dtype=F64), post, prior)
-              for i in range(8)]
-        floor = tuple(sum(v) / len(fl) for v in zip(*fl))      # mean over 8 independent exact sets
-        posts[name] = (post, floor)
-        print(f"# {name}: posterior weights (>1%) "
-              f"{[(i, round(float(v), 3)) for i, v in enumerate(post.weights) if v > 0.01]}; "
-              f"floor (weights TV, spread, centres) = {tuple(round(v, 3) for v in floor)}; exact sample check "
-              f"{tuple(round(v, 3) for v in metrics(exact, post, prior))}; exact median residual ||y - A x|| "
-              f"{float(meas.residual(exact).reshape(n, -1).norm(dim=1).median()):.3f}")
+    seeds = [int(v) for v in args.seeds.split(",")]
+    problems = {}
+    for seed in seeds:
+        prior, probs = exact_problem(seed, n)
+        problems[seed] = (prior, probs)
+        for name, (meas, _, post, floor, sd) in probs.items():
+            print(f"# mixture {seed}, {name}: posterior weights (>1%) "
+                  f"{[(i, round(float(v), 3)) for i, v in enumerate(post.weights) if v > 0.01]}; floor (weights TV, "
+                  f"spread, centres) = {tuple(round(v, 4) for v in floor)}, sd {tuple(round(v, 4) for v in sd)}")
     print(f"n = {n} samples per row; each cell: value (Monte Carlo floor)\n")
 
     if not args.skip_approx:
+        prior, probs = problems[seeds[0]]
         print("## Table 1: approximate methods with the exact prior score only\n")
         print("| SDE | measurement | method | NFE | weights TV | spread err | centre err | obs. residual | s |")
         print("|---|---|---|---|---|---|---|---|---|")
@@ -157,8 +181,7 @@ def main():
         for sname in args.approx_sdes.split(","):
             sde = sdes[sname]
             score = prior.score_fn(sde)
-            for mname, (meas, _) in problems.items():
-                post, floor = posts[mname]
+            for mname, (meas, _, post, floor, _) in probs.items():
                 runs = [
                     (f"replacement (ancestral, {S} steps)", lambda g: cond.replacement_sample(
                         sde, score, meas, (n, 64), method="ancestral", steps=S, generator=g, dtype=F64)),
@@ -194,20 +217,26 @@ def main():
                           f"{res:.3f} | {time.time() - t0:.0f} |", flush=True)
 
     if not args.skip_oracle:
-        print("\n## Table 2: every solver with the exact conditional score of p_t(x_t | y)\n")
-        print("| SDE | measurement | solver | NFE | weights TV | spread err | centre err | s |")
-        print("|---|---|---|---|---|---|---|---|")
-        for sname in args.sdes.split(","):
-            sde = sdes[sname]
-            for mname in problems:
-                post, floor = posts[mname]
-                fn = prune(post).score_fn(sde)
-                for solver in SOLVERS:
-                    t0 = time.time()
-                    out = sample(sde, fn, (n, 64), method=solver, generator=torch.Generator().manual_seed(8),
-                                 dtype=F64, **BUDGETS[solver])
-                    print(f"| {sname} | {mname} | {solver} | {out.nfe} | "
-                          f"{fmt(metrics(out.samples, post, prior), floor)} | {time.time() - t0:.0f} |", flush=True)
+        solvers = args.solvers.split(",")
+        budget = json.loads(args.budget) if args.budget else None
+        if budget is not None and len(solvers) != 1:
+            raise SystemExit("--budget needs exactly one solver in --solvers")
+        print("\n## Table 2: every solver at its documented budget (score_sde.conditional.SOLVER_BUDGETS) with the "
+              "exact conditional score of p_t(x_t | y)\n")
+        print(f"z: (value - floor) / sd of the floor; 'floor' = every z <= {Z_FLOOR:g}\n")
+        print("| solver | budget | SDE | mixture | measurement | NFE | weights TV | spread err | centre err | z | "
+              "at floor | s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for solver in solvers:
+            for sname in args.sdes.split(","):
+                for seed in seeds:
+                    prior, probs = problems[seed]
+                    for mname, (_, _, post, floor, sd) in probs.items():
+                        nfe, m, z, ok, secs = oracle_row(sdes[sname], solver, prior, post, floor, sd, n, budget)
+                        kw = BUDGETS[solver] if budget is None else budget
+                        print(f"| {solver} | {json.dumps(kw)} | {sname} | {seed} | {mname} | {nfe} | {fmt(m, floor)} | "
+                              f"{', '.join(f'{v:.1f}' for v in z)} | {'yes' if ok else 'NO'} | {secs:.0f} |",
+                              flush=True)
 
 
 if __name__ == "__main__":

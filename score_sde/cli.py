@@ -169,16 +169,22 @@ def _one_line_warning(message, category, filename, lineno, line=None):
 
 
 def _add_label_args(sp):
+    from .controllable import GUIDANCE_SCALES
+
     sp.add_argument("--label", type=int, default=None, help="class to sample (a class-conditional model: "
                     "classifier-free guidance; an unconditional one: classifier guidance)")
-    sp.add_argument("--guidance", type=float, default=1.0, help="guidance scale >= 0 (1: the plain conditional "
-                    "score; >1 sharper towards the class)")
+    sp.add_argument("--guidance", type=float, default=None, help="guidance scale >= 0 (1: the plain conditional "
+                    "score; >1 sharper towards the class; default: the documented scale, "
+                    f"{GUIDANCE_SCALES['classifier-free']:g} for classifier-free and "
+                    f"{GUIDANCE_SCALES['classifier']:g} for classifier guidance)")
     sp.add_argument("--classifier", default=None, help="classifier file for classifier guidance (default: "
                     "WORKDIR/classifier.pt when the model is unconditional)")
 
 
 def _add_conditional_commands(sub, common):
     """The controllable-generation subcommands (score_sde.controllable)."""
+    from .controllable import INPAINT_GUIDANCE, INPAINT_RESAMPLE
+
     def sampler_args(sp):
         sp.add_argument("--method", default=None, help="solver that supports after_step (default: config.sampling)")
         sp.add_argument("--steps", type=_positive_int, default=None, help="solver steps (default: config.sampling.steps)")
@@ -193,9 +199,11 @@ def _add_conditional_commands(sub, common):
     common(sp)
     sp.add_argument("--mask", default="half", help="half | centre | random[:P] | a .png (white = observed) | "
                     "a .npy of booleans (default: half, the lower half filled in)")
-    sp.add_argument("--resample", type=_positive_int, default=1, help="RePaint resampling steps per step (1: plain replacement)")
-    sp.add_argument("--guidance", type=float, default=0.0, help="reconstruction-guidance scale added to the "
-                    "replacement (0: the paper's replacement alone; digits: 10)")
+    sp.add_argument("--resample", type=_positive_int, default=None,
+                    help="RePaint resampling steps per step (1: plain replacement; default "
+                    f"{INPAINT_RESAMPLE}, the measured choice, docs/conditional.md)")
+    sp.add_argument("--guidance", type=float, default=None, help="reconstruction-guidance scale added to the "
+                    f"replacement (0 with --resample 1: the paper's replacement alone; default {INPAINT_GUIDANCE:g})")
     sampler_args(sp)
     sp = sub.add_parser("colorize", help="colour the grey versions of test images (RGB data)")
     common(sp)
@@ -311,7 +319,7 @@ def _dispatch(args, overrides: List[str]) -> int:
     if res is not None:
         print(json.dumps(res, indent=2))
         return 0
-    if args.command == "sample" and (args.guidance != 1.0 or args.classifier):
+    if args.command == "sample" and (args.guidance is not None or args.classifier):
         raise ValueError("--guidance and --classifier need --label C (the class to sample)")
     if args.command == "sample":
         res = ex.run_sample(cfg, workdir, args.method, args.steps, args.n, args.seed, args.device, args.out,

@@ -32,12 +32,24 @@ from .io import save_image_grid, save_npz, write_json
 from .sampling import sample
 from .training import RunLock
 
-__all__ = ["MASK_PATTERNS", "parse_mask", "classifier_path", "run_train_classifier", "guided_score",
+__all__ = ["MASK_PATTERNS", "INPAINT_GUIDANCE", "INPAINT_RESAMPLE", "GUIDANCE_SCALES", "parse_mask", "classifier_path", "run_train_classifier", "guided_score",
            "run_sample_label", "run_inpaint", "run_colorize", "digits_label_accuracy"]
 
 #: the named masks of :func:`parse_mask` (True = observed)
 MASK_PATTERNS = ("half", "lower_half", "centre", "random")
 CLASSIFIER_FILE = "classifier.pt"
+
+#: default inpainting method of :func:`run_inpaint` and ``score-sde inpaint``: the replacement method
+#: with reconstruction guidance of this scale and RePaint resampling ``r`` (measured on the lower half
+#: of all 360 test digits, two seeds: 87-88% recognised against 54-60% for plain replacement and
+#: 81-82% for guidance alone, at 4x the score calls; docs/conditional.md)
+INPAINT_GUIDANCE = 10.0
+INPAINT_RESAMPLE = 4
+
+#: default guidance scale of :func:`run_sample_label` and ``score-sde sample --label`` per kind: the
+#: documented scales at which every digit class was recognised >= 95% of the time on two seeds
+#: (classifier-free 3: 100%; classifier guidance 4: worst class 96-98%; docs/conditional.md)
+GUIDANCE_SCALES = {"classifier-free": 3.0, "classifier": 4.0}
 
 
 def parse_mask(spec: str, event_shape: Sequence[int], seed: int = 0) -> torch.Tensor:
@@ -227,13 +239,17 @@ def _grid(ds: Dataset, rows, path, hide=None) -> Path:
     return save_image_grid(levels, path, nrow=ncol, scale=max(1, 64 // ds.event_shape[-1]))
 
 
-def run_sample_label(cfg, workdir, label: int, guidance: float = 1.0, classifier: Optional[str] = None,
+def run_sample_label(cfg, workdir, label: int, guidance: Optional[float] = None, classifier: Optional[str] = None,
                      method: Optional[str] = None, steps: Optional[int] = None, n: Optional[int] = None,
                      seed: int = 0, device=None, out: Optional[str] = None, checkpoint: Optional[str] = None,
                      run: Optional[TrainedRun] = None) -> Dict:
     """Sample ``n`` images of class ``label`` (see :func:`guided_score`); writes npz + png and returns
-    a summary (with, on digits, the evaluation classifier's accuracy on the samples)."""
+    a summary (with, on digits, the evaluation classifier's accuracy on the samples). ``guidance=None``:
+    the documented scale of the kind, :data:`GUIDANCE_SCALES` (1 is the plain conditional score)."""
     run = run if run is not None else load_trained(workdir, cfg, device, checkpoint)
+    if guidance is None:
+        free = bool(getattr(run.model, "num_classes", 0)) and not classifier
+        guidance = GUIDANCE_SCALES["classifier-free" if free else "classifier"]
     score_fn, kind = guided_score(run, label, guidance, classifier)
     n = int(n or cfg.sampling.n)
     t0 = time.perf_counter()
@@ -263,11 +279,17 @@ def _observations(run: TrainedRun, n: int, split: str, seed: int):
 
 
 def run_inpaint(cfg, workdir, mask: str = "half", n: int = 16, samples_per: int = 4, seed: int = 0,
-                method: Optional[str] = None, steps: Optional[int] = None, resample: int = 1,
+                method: Optional[str] = None, steps: Optional[int] = None, resample: Optional[int] = None,
                 split: str = "test", device=None, out: Optional[str] = None, checkpoint: Optional[str] = None,
-                run: Optional[TrainedRun] = None, guidance: float = 0.0, data_var: float = 0.25) -> Dict:
+                run: Optional[TrainedRun] = None, guidance: Optional[float] = None, data_var: float = 0.25) -> Dict:
     """Inpaint the first ``n`` images of ``split`` under ``mask`` (see :func:`parse_mask`) by the
     replacement method (RePaint resampling with ``resample > 1``), ``samples_per`` completions each.
+
+    Default (``guidance=None``, ``resample=None``): reconstruction guidance :data:`INPAINT_GUIDANCE`
+    (10) and RePaint resampling :data:`INPAINT_RESAMPLE` (4), the measured choice for recognisable
+    completions (87-88% of the lower halves of the 360 test digits against 54-60% for the paper's
+    plain replacement, ``guidance=0, resample=1``; ``resample=1`` with guidance 10 costs 4x fewer
+    score calls and gave 81-82%; docs/conditional.md).
 
     ``guidance > 0`` adds reconstruction guidance to the replacement: the score becomes
     :func:`score_sde.conditional.dps_score` (``score + guidance * grad log N(y; A x0_hat, r_t^2)``,
@@ -291,7 +313,8 @@ def run_inpaint(cfg, workdir, mask: str = "half", n: int = 16, samples_per: int 
     x_true = truth.repeat_interleave(reps, 0).to(run.device)
     meas = cond.Measurement(op, op.observe(x_true))
 
-    scale = cond.check_guidance_scale(guidance)
+    scale = cond.check_guidance_scale(INPAINT_GUIDANCE if guidance is None else guidance)
+    resample = INPAINT_RESAMPLE if resample is None else resample
 
     def sampler(start, b, g, kw):
         sub = cond.Measurement(op, meas.y[start:start + b])

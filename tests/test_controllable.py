@@ -156,6 +156,9 @@ def test_cli_classifier_free_sampling_and_bad_input(runs, capsys):
     assert res["network_calls"] == 2 * res["nfe"]            # conditional and unconditional score per call
     assert 0.0 <= res["label_accuracy"] <= 1.0
     assert np.load(res["npz"])["samples"].shape == (6, 1, 8, 8)
+    assert main(["sample", "--workdir", str(cwd), "--label", "1", "--n", "2"]) == 0
+    res = _last_json(capsys)          # without --guidance: the documented classifier-free scale
+    assert res["guidance"] == ctl.GUIDANCE_SCALES["classifier-free"] == 3.0
     for argv, msg in ((["--label", "10"], r"label must lie in \[0, 10\)"),
                       (["--label", "1", "--guidance", "-0.5"], "guidance scale must be"),
                       (["--guidance", "2"], "need --label")):
@@ -168,7 +171,7 @@ def test_cli_classifier_guidance_needs_a_classifier_then_uses_it(runs, capsys):
     _, uwd = runs
     assert main(["sample", "--workdir", str(uwd), "--label", "2", "--n", "2"]) == 1
     err = capsys.readouterr().err
-    assert "unconditional" in err and "train-classifier" in err
+    assert "unconditional" in err and "train-classifier" in err and len(err.strip().splitlines()) == 1
     assert main(["train-classifier", "--workdir", str(uwd), "--steps", "20", "--batch-size", "32"]) == 0
     res = _last_json(capsys)
     assert (uwd / "classifier.pt").is_file() and set(res["test_accuracy"]) >= {"t=0.1"}
@@ -191,6 +194,9 @@ def test_cli_inpaint_keeps_observed_pixels_and_colorize_refuses_grey_data(runs, 
     assert main(["inpaint", "--workdir", str(cwd), "--mask", "half", "--n", "3", "--samples-per", "2"]) == 0
     res = _last_json(capsys)
     assert res["max_observed_change"] == 0.0 and res["observed_fraction"] == 0.5
+    # the documented default: replacement + reconstruction guidance + RePaint resampling
+    assert (res["guidance"], res["resample"]) == (ctl.INPAINT_GUIDANCE, ctl.INPAINT_RESAMPLE) == (10.0, 4)
+    assert res["nfe"] == 4 * 10 + 1
     arr = np.load(res["npz"])
     truth = np.repeat(arr["truth"], 2, axis=0)
     assert np.array_equal(arr["samples"][:, :, :4], truth[:, :, :4])          # the upper half, exactly
@@ -202,6 +208,9 @@ def test_cli_inpaint_keeps_observed_pixels_and_colorize_refuses_grey_data(runs, 
     np.save(tmp_path / "bad.npy", np.ones((3, 3), bool))
     assert main(["inpaint", "--workdir", str(cwd), "--mask", str(tmp_path / "bad.npy"), "--n", "1"]) == 1
     assert "shape (3, 3)" in capsys.readouterr().err
+    assert main(["inpaint", "--workdir", str(cwd), "--guidance", "-1", "--n", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "guidance scale must be" in err and len(err.strip().splitlines()) == 1
     assert main(["colorize", "--workdir", str(cwd), "--n", "1"]) == 1
     err = capsys.readouterr().err
     assert "RGB" in err and len(err.strip().splitlines()) == 1
