@@ -247,7 +247,7 @@ SOLVER_BUDGETS = {
     "ancestral": dict(steps=1500, grid="log_snr_early"),
     "pc": dict(steps=1000, grid="log_snr_early", corrector="langevin", snr=0.01),
     "ddpm": dict(steps=1000),
-    "euler": dict(steps=3000),
+    "euler": dict(steps=10000),
     "ddim": dict(steps=600),
     "heun": dict(steps=120),
     "dpmpp_2m": dict(steps=50),
