@@ -155,11 +155,14 @@ def main():
     p.add_argument("--approx-sdes", default="vp,ve")
     p.add_argument("--steps", type=int, default=1000, help="score calls of the approximate methods")
     p.add_argument("--zetas", default="0.05,0.2,1.0")
+    p.add_argument("--sde-n", type=int, default=1000, help="the SDEs' discretisation N (ddpm's chain and the pc "
+                   "predictors' tables; ddpm ends at T/N, so sharp modes need N = 10000 there)")
     p.add_argument("--skip-oracle", action="store_true")
     p.add_argument("--skip-approx", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
-    sdes = {"vp": score_sde.VPSDE(), "subvp": score_sde.subVPSDE(), "ve": score_sde.VESDE()}
+    N = args.sde_n
+    sdes = {"vp": score_sde.VPSDE(N=N), "subvp": score_sde.subVPSDE(N=N), "ve": score_sde.VESDE(N=N)}
     n = args.n
     seeds = [int(v) for v in args.seeds.split(",")]
     problems = {}

@@ -9,10 +9,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
-import torch
 
 from score_sde import experiment as ex
 from score_sde.compare import _fd_key, _metrics, sample_stats
