@@ -36,6 +36,18 @@ def _save_png(image, path) -> Path:
     return atomic_write(path, "wb", lambda f: f.write(data))
 
 
+def _save_figure(fig, path) -> Path:
+    """Write a matplotlib figure as a PNG through the atomic writer and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = _stdio.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
+    plt.close(fig)
+    data = buf.getvalue()
+    return atomic_write(path, "wb", lambda f: f.write(data))
+
+
 def save_image_grid(images: torch.Tensor, path, nrow: Optional[int] = None, scale: int = 1, pad: int = 2) -> Path:
     """Save uint8 images ``(B, C, H, W)`` (C = 1 or 3) as one PNG grid, each upscaled ``scale`` times."""
     from PIL import Image
@@ -79,12 +91,7 @@ def save_scatter(points: torch.Tensor, path, title: str = "", lim: float = 3.0, 
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
             ax.set_title(name)
-        fig.tight_layout()
-        buf = _stdio.BytesIO()
-        fig.savefig(buf, dpi=100, format="png")
-        plt.close(fig)
-        data = buf.getvalue()
-        return atomic_write(path, "wb", lambda f: f.write(data))
+        return _save_figure(fig, path)
     from PIL import Image, ImageDraw
 
     size = 400
@@ -139,12 +146,7 @@ def save_metric_plot(series, path, xlabel: str = "NFE", ylabel: str = "metric", 
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = _stdio.BytesIO()
-    fig.savefig(buf, dpi=100, format="png")
-    plt.close(fig)
-    data = buf.getvalue()
-    return atomic_write(path, "wb", lambda f: f.write(data))
+    return _save_figure(fig, path)
 
 
 def write_text(path, text: str) -> Path:

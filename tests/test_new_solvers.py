@@ -16,15 +16,6 @@ MIX = score_sde.GaussianMixture(torch.tensor([[1.0, 0.5], [-1.0, -0.5]]), torch.
 GAUSS = score_sde.Gaussian(torch.tensor([1.0, -2.0, 0.5, 0.0]), torch.tensor([0.3, 0.5, 0.2, 0.8]))
 
 
-class Counter:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        return self.fn(x, t)
-
-
 # (method, options, score calls per step)
 NEW = [
     ("unipc", {}, 1),
@@ -44,9 +35,9 @@ NEW = [
 
 @pytest.mark.parametrize("sde_name", list(SDES))
 @pytest.mark.parametrize("method,opts,per", NEW, ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(NEW)])
-def test_nfe_equals_counted_calls(sde_name, method, opts, per):
+def test_nfe_equals_counted_calls(sde_name, method, opts, per, count_calls):
     sde = SDES[sde_name]()
-    c = Counter(GAUSS.score_fn(sde))
+    c = count_calls(GAUSS.score_fn(sde))
     out = sample(sde, c, (8, 4), method=method, steps=5, generator=torch.Generator().manual_seed(0), **opts)
     assert out.nfe == c.calls == 5 * per + 1
     assert bool(torch.isfinite(out.samples).all())

@@ -19,15 +19,6 @@ GAUSS = score_sde.Gaussian(torch.tensor([0.5, -1.0, 0.2], dtype=torch.float64),
                            torch.diag(torch.tensor([0.3, 0.5, 0.2], dtype=torch.float64)))
 
 
-class Counter:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        return self.fn(x, t)
-
-
 # ------------------------------------------------------------------------------------------ metadata
 def test_registry_is_built_from_the_classes():
     for key, cls in SOLVERS.items():
@@ -35,9 +26,9 @@ def test_registry_is_built_from_the_classes():
 
 
 @pytest.mark.parametrize("method", sorted(SOLVERS))
-def test_evals_per_step_matches_counted_calls_for_every_method(method):
+def test_evals_per_step_matches_counted_calls_for_every_method(method, count_calls):
     sde = score_sde.VPSDE()
-    score = Counter(GAUSS.score_fn(sde))
+    score = count_calls(GAUSS.score_fn(sde))
     solver = SOLVERS[method](sde)
     steps = None if (method == "ode" and solver.evals_per_step is None) else 5
     out = sample(sde, score, (8, 3), method=method, steps=steps, generator=torch.Generator().manual_seed(0))
@@ -50,11 +41,11 @@ def test_evals_per_step_matches_counted_calls_for_every_method(method):
 
 
 @pytest.mark.parametrize("method", sorted(m for m, c in SOLVERS.items() if c.ode))
-def test_a_corrector_on_an_ode_solver_is_refused_by_metadata(method):
+def test_a_corrector_on_an_ode_solver_is_refused_by_metadata(method, count_calls):
     """ODE solvers refuse a (Langevin) corrector; those that declare an ODE corrector of their
     own (UniC) refuse every other value of the option."""
     sde = score_sde.VPSDE()
-    score = Counter(GAUSS.score_fn(sde))
+    score = count_calls(GAUSS.score_fn(sde))
     own = "corrector" in SOLVERS[method].options
     with pytest.raises(ValueError, match=r"corrector must be .*'unic'" if own else r"ode=True.*no corrector"):
         sample(sde, score, (4, 3), method=method, corrector="langevin")
@@ -126,9 +117,9 @@ def test_after_step_is_applied_and_the_solver_continues_from_it(method, opts, pe
 
 
 @pytest.mark.parametrize("method", ["dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "ode", "sdeint"])
-def test_after_step_is_refused_where_the_solver_cannot_take_it(method):
+def test_after_step_is_refused_where_the_solver_cannot_take_it(method, count_calls):
     sde = score_sde.VPSDE()
-    score = Counter(GAUSS.score_fn(sde))
+    score = count_calls(GAUSS.score_fn(sde))
     with pytest.raises(ValueError, match=r"does not support after_step.*'euler_maruyama'.*'heun'"):
         sample(sde, score, (4, 3), method=method, after_step=lambda x, t: x)
     assert score.calls == 0
@@ -211,13 +202,13 @@ def test_counting_wrapper_counts_and_casts():
         CountingScoreFn(lambda x, t: x[:, :1])(torch.ones(2, 3), torch.ones(2))
 
 
-def test_one_torchdiffeq_table_for_sampling_and_likelihood():
+def test_one_torchdiffeq_table_for_sampling_and_likelihood(count_calls):
     table = torchdiffeq_methods()
     assert set(likelihood.ODE_METHODS) == set(ADAPTIVE_METHODS) | set(FIXED_METHODS) == set(table)
     assert "dopri5" in ADAPTIVE_METHODS and {"rk4", "heun2"} <= set(FIXED_METHODS)
     assert table["rk4"].evals_per_step == 4 and table["dopri5"].evals_per_step is None
     sde = score_sde.VPSDE()
-    score = Counter(GAUSS.score_fn(sde))     # heun2 was accepted only by the likelihood before
+    score = count_calls(GAUSS.score_fn(sde))     # heun2 was accepted only by the likelihood before
     out = sample(sde, score, (8, 3), method="ode", ode_method="heun2", steps=5)
     assert out.nfe == score.calls == 5 * 2 + 1
 
