@@ -105,6 +105,7 @@ def default_config() -> ConfigDict:
     m.nonlinearity = "swish"
     m.pixel_head = 0              # width of the MLP's per-element head (0: none; the demo uses 32)
     m.pixel_context = 4           # trunk features per element that the head sees
+    m.pixel_head_clip = 3.0       # the head's input x_i clamped to [-c, c] (0: unclamped; models.MLP)
     m.input_fourier = ""          # MLP: input Fourier features' exponents n, e.g. "4,5,6,7" ("" off; models.MLP)
 
     c.training = t = ConfigDict()
@@ -386,7 +387,8 @@ def migrate_config_dict(saved: dict, where: str = "config") -> dict:
 
     Version 1 (score_sde 0.1.0, no ``schema_version`` key) had the same keys: migrating adds the
     version. Then keys added to the defaults since the config was written take their default
-    values (every section but ``model``, whose keys depend on the backbone). Raises ValueError for a
+    values (every section but ``model``, whose keys depend on the backbone; an MLP's
+    ``pixel_head_clip`` takes 0, the unclamped head such runs trained). Raises ValueError for a
     version newer than this package, or for keys the schema does not know (naming near matches).
     """
     if not isinstance(saved, dict):
@@ -409,6 +411,9 @@ def migrate_config_dict(saved: dict, where: str = "config") -> dict:
             merged[k].update(v)
         else:
             merged[k] = v
+    model = merged.get("model")
+    if isinstance(model, dict) and model.get("name") == "mlp" and "pixel_head_clip" not in model:
+        model["pixel_head_clip"] = 0.0      # written before the clamp existed: the head it trained had none
     merged["schema_version"] = SCHEMA_VERSION
     return merged
 

@@ -346,7 +346,7 @@ _ADDED_KEYS = {
     "sde.T": 0.0, "sde.cosine_s": 0.008, "sde.edm_sigma_min": 0.002, "sde.edm_sigma_max": 80.0,
     "sde.betas": "ddpm_linear", "model.sigma_data": 0.5, "model.num_classes": 0,
     "training.p_mean": -1.2, "training.p_std": 1.2, "training.label_dropout": 0.0,
-    "model.pixel_head": 0, "model.pixel_context": 4, "sampling.snr": 0.0,
+    "model.pixel_head": 0, "model.pixel_context": 4, "model.pixel_head_clip": 0.0, "sampling.snr": 0.0,
     "model.input_fourier": "", "optim.decay": "none", "optim.decay_final": 0.1,
 }
 
@@ -376,6 +376,8 @@ def check_config_compatible(saved: Optional[Dict], current: Optional[Dict], *, w
     for k, default in _ADDED_KEYS.items():      # keys added later: absent means their old meaning
         for flat in (a, b):
             flat.setdefault(k, default)
+    if not a.get("model.pixel_head") and not b.get("model.pixel_head"):   # no head: its clamp is moot
+        a.pop("model.pixel_head_clip", None), b.pop("model.pixel_head_clip", None)
     defining = _model_defining(a, a.get("sde.name")) | _model_defining(b, b.get("sde.name"))
     differ = sorted(k for k in set(a) | set(b)          # schema_version: metadata, migrated on load
                     if k != "schema_version" and a.get(k, _ABSENT) != b.get(k, _ABSENT))
