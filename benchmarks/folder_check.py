@@ -10,6 +10,11 @@ dequantised train patches and reports its held-out bits/dim with the same dequan
 its test bits/dim through the probability-flow ODE (the config reads the patches' size and channels).
 
     OMP_NUM_THREADS=2 python benchmarks/folder_check.py --dir runs/patches --train --workdir runs/folder
+
+``--breakdown N`` (with or without ``--train``: the run in ``--workdir``) scores the first N test
+patches one by one, the model with the exact divergence and the mixture on the same patches, and
+prints both by the patches' contrast (pixel std in grey levels): where the model wins or loses, and
+the worst patches with their ODE end point's norm (a runaway trajectory shows as a huge norm).
 """
 from __future__ import annotations
 
@@ -62,7 +67,10 @@ def make_patch_folder(root: Path, size: int = 8, seed: int = 0, test_share: floa
     return split
 
 
-def gmm_bits_per_dim(train: np.ndarray, test: np.ndarray, k: int = 10, seed: int = 0) -> float:
+def gmm_bits_per_dim(train: np.ndarray, test: np.ndarray, k: int = 10, seed: int = 0,
+                     per_patch: bool = False):
+    """Held-out bits/dim of a k-component full-covariance mixture fit to the dequantised train
+    patches (uint8 codes); the mean, or with ``per_patch`` the array of every test patch's."""
     from sklearn.mixture import GaussianMixture
 
     rng = np.random.default_rng(seed)
@@ -73,7 +81,50 @@ def gmm_bits_per_dim(train: np.ndarray, test: np.ndarray, k: int = 10, seed: int
 
     gm = GaussianMixture(k, covariance_type="full", random_state=seed, max_iter=500).fit(deq(train))
     logp = gm.score_samples(deq(test)) + D * math.log(2.0 / 256.0)
-    return float(-logp.mean() / (D * math.log(2.0)))
+    bpd = -logp / (D * math.log(2.0))
+    return bpd if per_patch else float(bpd.mean())
+
+
+#: patch contrast bins (pixel std in grey levels) of ``--breakdown``
+CONTRAST_BINS = ((0, 2), (2, 5), (5, 15), (15, 40), (40, 256))
+
+
+def breakdown(workdir, train: np.ndarray, n: int) -> dict:
+    """Per-patch test bits/dim of the run in ``workdir`` (exact divergence, the first ``n`` test
+    patches) and of the mixture on the same patches, by contrast bin; prints a table."""
+    import torch
+
+    from score_sde import experiment as ex
+    from score_sde.likelihood import log_likelihood
+
+    run = ex.load_trained(workdir, device=torch.device("cpu"))
+    e = run.cfg.eval
+    x, deq, _ = run.data.likelihood_data("test", n, 0, e.num_points)
+    res = log_likelihood(run.sde, run.model, x, rtol=e.rtol, atol=e.atol, divergence="exact",
+                         generator=torch.Generator().manual_seed(0), dequantization=deq)
+    model = res.bpd.double().numpy()
+    codes = x.reshape(len(x), -1).numpy()
+    gmm = gmm_bits_per_dim(train, codes.round().astype(np.uint8), per_patch=True)
+    std = codes.std(1)
+    rows = []
+    for lo, hi in CONTRAST_BINS:
+        m = (std >= lo) & (std < hi)
+        if m.any():
+            rows.append({"std_levels": [lo, hi], "n": int(m.sum()), "model": float(model[m].mean()),
+                         "gmm": float(gmm[m].mean()), "model_minus_gmm": float((model[m] - gmm[m]).mean())})
+    znorm = res.z.reshape(len(x), -1).norm(dim=1).numpy()
+    worst = np.argsort(model)[-3:][::-1]
+    out = {"n": int(n), "model": float(model.mean()), "model_median": float(np.median(model)), "gmm": float(gmm.mean()),
+           "by_contrast": rows, "worst": [{"index": int(i), "bits_per_dim": float(model[i]), "z_norm": float(znorm[i]),
+                                           "std_levels": float(std[i])} for i in worst]}
+    print(f"first {n} test patches: model {out['model']:.3f} (median {out['model_median']:.3f}), mixture {out['gmm']:.3f}")
+    for r in rows:
+        print(f"  std {r['std_levels'][0]:>3}-{r['std_levels'][1]:<3} levels  n {r['n']:4d}  model {r['model']:.3f}  "
+              f"mixture {r['gmm']:.3f}  difference {r['model_minus_gmm']:+.3f}")
+    for w in out["worst"]:
+        print(f"  worst: patch {w['index']} {w['bits_per_dim']:.2f} bits/dim, |z| {w['z_norm']:.1f} "
+              f"(sqrt(D) = {math.sqrt(codes.shape[1]):.1f})")
+    return out
 
 
 def main():
@@ -86,6 +137,9 @@ def main():
     p.add_argument("--lik-n", type=int, default=0, help="test patches for the model's bits/dim (0: all)")
     p.add_argument("--source", default="sklearn", choices=["sklearn", "skimage"],
                    help="photographs to cut (skimage needs `pip install scikit-image`)")
+    p.add_argument("--breakdown", type=int, default=0,
+                   help="score the first N test patches one by one (model: exact divergence) against the mixture, "
+                        "by patch contrast")
     a = p.parse_args()
     root = Path(a.dir)
     split = make_patch_folder(root, source=a.source)
@@ -107,7 +161,13 @@ def main():
         out["bits_per_dim"], out["bits_per_dim_stderr"] = lik["bits_per_dim"], lik["bits_per_dim_stderr"]
         out["margin_vs_gmm"] = out["gmm10_full_bits_per_dim"] - out["bits_per_dim"]
         print(json.dumps(out), flush=True)
-        Path(a.workdir, "folder_check.json").write_text(json.dumps(out, indent=1))
+    if a.breakdown:
+        out["breakdown"] = breakdown(a.workdir, split["train"], a.breakdown)
+    if a.train or a.breakdown:
+        path = Path(a.workdir, "folder_check.json")
+        if not a.train and path.is_file():                  # keep an earlier --train's figures
+            out = {**json.loads(path.read_text()), **out}
+        path.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

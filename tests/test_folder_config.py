@@ -83,3 +83,14 @@ def test_folder_check_patches_and_mixture_baseline(tmp_path):
     u = rng.integers(0, 256, (4000, 2, 2), dtype=np.uint8)
     b = fc.gmm_bits_per_dim(u[:3000], u[3000:], k=1)
     assert 8.0 < b < 8.0 + 0.5 * math.log2(math.pi * math.e / 6) + 0.05
+    per = fc.gmm_bits_per_dim(u[:3000], u[3000:], k=1, per_patch=True)
+    assert per.shape == (1000,) and abs(float(per.mean()) - b) < 1e-9
+
+
+def test_folder_config_model_is_the_measured_one():
+    """configs/vp/folder.py: the MLP with the per-pixel head (input clamped) and contrast inputs, the
+    round-4 recipe of docs/training.md."""
+    cfg = B.load_config("vp/folder")
+    m = cfg.model
+    assert (m.name, m.output, m.pixel_head, m.pixel_head_clip, m.input_contrast) == ("mlp", "edm", 32, 3.0, True)
+    assert (cfg.training.weighting, cfg.training.time_sampling, cfg.training.n_iters) == ("likelihood", "importance", 12000)
