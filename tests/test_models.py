@@ -528,3 +528,29 @@ def test_mlp_input_fourier_resolves_fine_scale_structure():
         with torch.no_grad():
             return float((net(x, torch.full((2000,), 0.5)) - torch.sin(64 * math.pi * x)).pow(2).mean())
     assert fit("6") < 0.05 < 0.3 < fit("")
+
+
+def test_mlp_input_contrast_features_match_definition():
+    """input_contrast feeds [x, (x - mean) / std, mean, log std] to the first layer and
+    [x_i, (x_i - mean) / std, log std] (then the context) to the per-element head; off by default."""
+    torch.manual_seed(0)
+    net = MLP((1, 2, 3), hidden=16, num_blocks=1, input_contrast=True, pixel_head=4, pixel_context=2)
+    assert net.input.in_features == 6 + 6 + 2 and net.head_in.in_features == 1 + 2 + 2
+    assert MLP((1, 2, 3), hidden=16, num_blocks=1).input.in_features == 6
+    x = torch.randn(3, 1, 2, 3) * torch.tensor([0.01, 0.3, 2.0]).view(3, 1, 1, 1)
+    v = x.reshape(3, 6)
+    m = v.mean(1, keepdim=True)
+    sd = ((v - m).square().mean(1, keepdim=True) + 1e-6).sqrt()      # the std, floored at 1e-3
+    seen = {}
+    net.input.register_forward_hook(lambda mod, inp, out: seen.update(trunk=inp[0]))
+    net.head_in.register_forward_hook(lambda mod, inp, out: seen.update(head=inp[0]))
+    net(x, torch.rand(3))
+    torch.testing.assert_close(seen["trunk"][:, :6], v)
+    torch.testing.assert_close(seen["trunk"][:, 6:12], (v - m) / sd, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(seen["trunk"][:, 12:], torch.cat([m, torch.log(sd)], 1), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(seen["head"][..., 1], (v - m) / sd, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(seen["head"][..., 2], torch.log(sd).expand(3, 6), rtol=1e-3, atol=1e-3)
+    with torch.no_grad():                                 # the head's inputs stay bounded far out
+        net(1e6 * x, torch.rand(3))
+    assert float(seen["head"][..., :3].abs().max()) <= 3.0
+

@@ -107,6 +107,7 @@ def default_config() -> ConfigDict:
     m.pixel_context = 4           # trunk features per element that the head sees
     m.pixel_head_clip = 3.0       # the head's input x_i clamped to [-c, c] (0: unclamped; models.MLP)
     m.input_fourier = ""          # MLP: input Fourier features' exponents n, e.g. "4,5,6,7" ("" off; models.MLP)
+    m.input_contrast = False      # MLP: also feed the contrast-normalised input, its mean and log std (models.MLP)
 
     c.training = t = ConfigDict()
     t.batch_size = 128

@@ -347,7 +347,7 @@ _ADDED_KEYS = {
     "sde.betas": "ddpm_linear", "model.sigma_data": 0.5, "model.num_classes": 0,
     "training.p_mean": -1.2, "training.p_std": 1.2, "training.label_dropout": 0.0,
     "model.pixel_head": 0, "model.pixel_context": 4, "model.pixel_head_clip": 0.0, "sampling.snr": 0.0,
-    "model.input_fourier": "", "optim.decay": "none", "optim.decay_final": 0.1,
+    "model.input_fourier": "", "model.input_contrast": False, "optim.decay": "none", "optim.decay_final": 0.1,
 }
 
 
