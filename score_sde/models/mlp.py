@@ -164,17 +164,18 @@ class MLP(nn.Module):
         out = self.output(hn)
         if self.pixel_head:
             xe = x.reshape(x.shape[0], self.dim, 1)
+            if self.pixel_head_clip:
+                xe = xe.clamp(-self.pixel_head_clip, self.pixel_head_clip)
             if self.input_contrast:
                 xe = torch.cat([xe, dev.unsqueeze(-1), log_sd.unsqueeze(-1).expand_as(xe)], -1)
             out = out + self._head(xe.to(out.dtype), hn, e)
         return out.reshape(x.shape).to(x.dtype)
 
     def _head(self, xe: torch.Tensor, hn: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """The per-element head: ``(B, dim, 1)`` inputs ``x_i`` (clamped to ``pixel_head_clip``; with
-        ``input_contrast`` ``(B, dim, 3)``: also ``x_i``'s deviation and the log std, see :func:`_contrast`),
-        trunk features ``hn`` and time embedding ``e`` (both ``(B, hidden)``) -> ``(B, dim)``."""
-        if self.pixel_head_clip:
-            xe = torch.cat([xe[..., :1].clamp(-self.pixel_head_clip, self.pixel_head_clip), xe[..., 1:]], -1)
+        """The per-element head: ``(B, dim, 1)`` inputs ``x_i`` (``forward`` clamps them to
+        ``pixel_head_clip``; with ``input_contrast`` ``(B, dim, 3)``: also ``x_i``'s deviation and the
+        log std, see :func:`_contrast`), trunk features ``hn`` and time embedding ``e`` (both
+        ``(B, hidden)``) -> ``(B, dim)``."""
         if self.pixel_context:
             xe = torch.cat([xe, self.head_context(hn).reshape(xe.shape[0], self.dim, self.pixel_context)], -1)
         t1, t2 = self.head_temb(e).unsqueeze(1).chunk(2, dim=-1)

@@ -377,7 +377,8 @@ def check_config_compatible(saved: Optional[Dict], current: Optional[Dict], *, w
         for flat in (a, b):
             flat.setdefault(k, default)
     if not a.get("model.pixel_head") and not b.get("model.pixel_head"):   # no head: its clamp is moot
-        a.pop("model.pixel_head_clip", None), b.pop("model.pixel_head_clip", None)
+        for flat in (a, b):
+            flat.pop("model.pixel_head_clip", None)
     defining = _model_defining(a, a.get("sde.name")) | _model_defining(b, b.get("sde.name"))
     differ = sorted(k for k in set(a) | set(b)          # schema_version: metadata, migrated on load
                     if k != "schema_version" and a.get(k, _ABSENT) != b.get(k, _ABSENT))
