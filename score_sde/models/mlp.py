@@ -150,12 +150,12 @@ class MLP(nn.Module):
         elif class_labels is not None:
             raise ValueError("this network has no class labels (num_classes=0): build it with num_classes > 0")
         e = self.act(e)
-        v = x.reshape(x.shape[0], self.dim)
+        v = flat = x.reshape(x.shape[0], self.dim)
         if self.input_fourier:
             a = (v.unsqueeze(-1) * self._freqs.to(v.dtype)).flatten(1)     # (B, dim * len(input_fourier))
             v = torch.cat([v, torch.sin(a), torch.cos(a)], dim=1)
         if self.input_contrast:
-            dev, mean, log_sd = _contrast(x.reshape(x.shape[0], self.dim))
+            dev, mean, log_sd = _contrast(flat)
             v = torch.cat([v, dev, mean, log_sd], dim=1)
         h = self.input(v)
         for block in self.blocks:
@@ -163,7 +163,7 @@ class MLP(nn.Module):
         hn = self.act(self.out_norm(h))
         out = self.output(hn)
         if self.pixel_head:
-            xe = x.reshape(x.shape[0], self.dim, 1)
+            xe = flat.unsqueeze(-1)
             if self.pixel_head_clip:
                 xe = xe.clamp(-self.pixel_head_clip, self.pixel_head_clip)
             if self.input_contrast:
