@@ -15,6 +15,12 @@ its test bits/dim through the probability-flow ODE (the config reads the patches
 patches one by one, the model with the exact divergence and the mixture on the same patches, and
 prints both by the patches' contrast (pixel std in grey levels): where the model wins or loses, and
 the worst patches with their ODE end point's norm (a runaway trajectory shows as a huge norm).
+
+``--denoise N`` compares the run's denoiser with the mixture's exact posterior mean
+(``score_sde.analytic.GaussianMixture.denoise``) on N dequantised test patches at a ladder of noise
+levels ``s = sigma / alpha``: the mean squared error per pixel in units of ``s^2`` (1: no better
+than returning the noisy input), overall and for flat (pixel std < 2 levels) and textured patches.
+Where the model's error exceeds the mixture's is where its bits/dim are lost.
 """
 from __future__ import annotations
 
@@ -127,6 +133,71 @@ def breakdown(workdir, train: np.ndarray, n: int) -> dict:
     return out
 
 
+#: noise levels s = sigma / alpha of ``--denoise``
+DENOISE_LEVELS = (2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+def denoise_table(denoise, sde, codes, dequantization, mixture, levels=DENOISE_LEVELS, seed: int = 0) -> list:
+    """Rows of ``--denoise``: for each noise level s in ``levels``, the first time t of a fine log grid
+    where ``sigma(t) / alpha(t)`` reaches s (the row reports that t's exact ratio as s), test patches
+    ``x0`` (integer ``codes`` ``(N, ...)``, dequantised with ``seed``) noised to
+    ``x_t = alpha (x0 + s z)``, and the mean squared error per pixel in units of s^2 of
+    ``denoise(x_t, t)`` (a ``(N, ...)`` float32 batch and ``(N,)`` times -> ``(N, ...)``) and of the
+    mixture's exact posterior mean (:class:`score_sde.analytic.GaussianMixture`), overall and for
+    flat (pixel std < 2 levels) and textured patches."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    n = len(codes)
+    x0 = dequantization.dequantize(codes, generator=g).reshape(n, -1).double()
+    flat = codes.reshape(n, -1).double().std(1, correction=0) < 2
+    grid = torch.logspace(-7, math.log10(float(sde.T)), 20001, dtype=torch.float64)
+    ratio = (sde.sigma(grid) / sde.alpha(grid)).double()
+    rows = []
+    for level in levels:
+        i = int(torch.searchsorted(ratio, torch.tensor(level, dtype=torch.float64)).clamp(max=len(grid) - 1))
+        t, s = float(grid[i]), float(ratio[i])             # the grid's first time at the level, and its exact s
+        tt = torch.full((n,), t, dtype=torch.float64)
+        xt = sde.alpha(tt)[:, None] * (x0 + s * torch.randn(x0.shape, generator=g, dtype=torch.float64))
+        with torch.no_grad():
+            dm = denoise(xt.float().reshape(codes.shape), tt.float())
+        dg = mixture.denoise(xt, tt, sde)
+        em = ((dm.reshape(n, -1).double() - x0) ** 2).mean(1) / s ** 2
+        eg = ((dg.reshape(n, -1) - x0) ** 2).mean(1) / s ** 2
+        rows.append({"s": s, "t": t, "model": float(em.mean()), "mixture": float(eg.mean()),
+                     "flat_model": float(em[flat].mean()), "flat_mixture": float(eg[flat].mean()),
+                     "textured_model": float(em[~flat].mean()), "textured_mixture": float(eg[~flat].mean())})
+    return rows
+
+
+def denoise_check(workdir, train: np.ndarray, n: int, seed: int = 0) -> dict:
+    """``--denoise``: the run in ``workdir`` against the 10-component mixture fitted to the
+    dequantised ``train`` patches, on the first ``n`` test patches (:func:`denoise_table`); prints a
+    table and returns its rows."""
+    import torch
+    from sklearn.mixture import GaussianMixture as SkMixture
+
+    from score_sde import experiment as ex
+    from score_sde.analytic import GaussianMixture
+
+    run = ex.load_trained(workdir, device=torch.device("cpu"))
+    codes, deq, _ = run.data.likelihood_data("test", n, 0, run.cfg.eval.num_points)
+    rng = np.random.default_rng(seed)
+    D = codes[0].numel()
+    tr = -1.0 + 2.0 * (train.reshape(len(train), -1).astype(np.float64) + rng.random((len(train), D))) / 256.0
+    sk = SkMixture(10, covariance_type="full", random_state=seed, max_iter=500).fit(tr)
+    mixture = GaussianMixture(sk.means_, sk.covariances_, sk.weights_)
+    rows = denoise_table(run.model.denoise, run.sde, codes, deq, mixture, seed=seed)
+    flat = int((codes.reshape(len(codes), -1).double().std(1, correction=0) < 2).sum())
+    print(f"denoising error, first {len(codes)} test patches ({flat} flat), MSE per pixel / s^2 "
+          "(1: no better than the noisy input)")
+    print("   noise s   model  mixture |  flat: model  mixture |  textured: model  mixture")
+    for r in rows:
+        print(f"  {r['s']:8.4f}  {r['model']:.4f}   {r['mixture']:.4f} |        {r['flat_model']:.4f}   "
+              f"{r['flat_mixture']:.4f} |            {r['textured_model']:.4f}   {r['textured_mixture']:.4f}")
+    return {"n": int(len(codes)), "n_flat": flat, "rows": rows}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--dir", default="runs/patches")
@@ -140,6 +211,9 @@ def main():
     p.add_argument("--breakdown", type=int, default=0,
                    help="score the first N test patches one by one (model: exact divergence) against the mixture, "
                         "by patch contrast")
+    p.add_argument("--denoise", type=int, default=0,
+                   help="compare the run's denoiser with the mixture's exact posterior mean on N test patches, "
+                        "by noise level")
     a = p.parse_args()
     root = Path(a.dir)
     split = make_patch_folder(root, source=a.source)
@@ -163,7 +237,9 @@ def main():
         print(json.dumps(out), flush=True)
     if a.breakdown:
         out["breakdown"] = breakdown(a.workdir, split["train"], a.breakdown)
-    if a.train or a.breakdown:
+    if a.denoise:
+        out["denoise"] = denoise_check(a.workdir, split["train"], a.denoise)
+    if a.train or a.breakdown or a.denoise:
         path = Path(a.workdir, "folder_check.json")
         if not a.train and path.is_file():                  # keep an earlier --train's figures
             out = {**json.loads(path.read_text()), **out}

@@ -94,3 +94,42 @@ def test_folder_config_model_is_the_measured_one():
     m = cfg.model
     assert (m.name, m.output, m.pixel_head, m.pixel_head_clip, m.input_contrast) == ("mlp", "edm", 32, 3.0, True)
     assert (cfg.training.weighting, cfg.training.time_sampling, cfg.training.n_iters) == ("likelihood", "importance", 12000)
+
+
+def test_folder_check_denoise_table_known_answers():
+    """``--denoise``'s table: the mixture's own posterior mean scores exactly what the mixture column
+    says, and returning the noisy input scores 1 (its error is the noise, s^2 per pixel) at every
+    level; flat and textured rows split the patches by their pixel std."""
+    import torch
+
+    from score_sde.analytic import GaussianMixture
+    from score_sde.quantization import Dequantization
+    from score_sde.sde import VPSDE
+
+    fc = _benchmark("folder_check")
+    sde = VPSDE()
+    g = torch.Generator().manual_seed(0)
+    flat = torch.full((500, 1, 2, 2), 128, dtype=torch.long) + torch.randint(0, 2, (500, 1, 2, 2), generator=g)
+    textured = torch.randint(0, 256, (500, 1, 2, 2), generator=g)
+    codes = torch.cat([flat, textured])
+    deq = Dequantization(256, (-1.0, 1.0))
+    x = deq.dequantize(codes, generator=g).reshape(1000, -1).double()
+    mix = GaussianMixture(torch.stack([x[:500].mean(0), x[500:].mean(0)]),
+                          torch.stack([torch.cov(x[:500].T), torch.cov(x[500:].T)]), [0.5, 0.5])
+    levels = (0.003, 0.05, 1.0)
+
+    def exact(xt, t):
+        return mix.denoise(xt.double(), t.double(), sde).float()
+
+    def noisy_input(xt, t):
+        return xt / sde.alpha(t)[:, None, None, None]
+
+    for row in fc.denoise_table(exact, sde, codes, deq, mix, levels=levels):
+        assert abs(row["model"] - row["mixture"]) < 1e-3 * row["mixture"] + 1e-6
+        assert row["mixture"] < 1.05
+    rows = fc.denoise_table(noisy_input, sde, codes, deq, mix, levels=levels)
+    assert [round(r["s"], 2) for r in rows] == [0.0, 0.05, 1.0] and rows[0]["s"] == pytest.approx(0.003, rel=0.01)
+    for r in rows:
+        assert abs(r["model"] - 1.0) < 0.1 and abs(r["flat_model"] - 1.0) < 0.15 and abs(r["textured_model"] - 1.0) < 0.15
+    # the flat half (codes within one level) is denoised far better by its component than the textured half
+    assert rows[1]["flat_mixture"] < 0.5 * rows[1]["textured_mixture"]
