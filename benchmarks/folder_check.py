@@ -73,10 +73,10 @@ def make_patch_folder(root: Path, size: int = 8, seed: int = 0, test_share: floa
     return split
 
 
-def gmm_bits_per_dim(train: np.ndarray, test: np.ndarray, k: int = 10, seed: int = 0,
-                     per_patch: bool = False):
-    """Held-out bits/dim of a k-component full-covariance mixture fit to the dequantised train
-    patches (uint8 codes); the mean, or with ``per_patch`` the array of every test patch's."""
+def fit_mixture(train: np.ndarray, k: int = 10, seed: int = 0):
+    """``(mixture, dequantise)``: a k-component full-covariance sklearn mixture fitted to the
+    dequantised train patches (uint8 codes; values in [-1, 1]), and the dequantiser that drew their
+    noise, whose next draws serve the test patches (so the baseline's figures do not depend on who asks)."""
     from sklearn.mixture import GaussianMixture
 
     rng = np.random.default_rng(seed)
@@ -85,7 +85,15 @@ def gmm_bits_per_dim(train: np.ndarray, test: np.ndarray, k: int = 10, seed: int
     def deq(x):
         return -1.0 + 2.0 * (x.reshape(len(x), -1).astype(np.float64) + rng.random((len(x), D))) / 256.0
 
-    gm = GaussianMixture(k, covariance_type="full", random_state=seed, max_iter=500).fit(deq(train))
+    return GaussianMixture(k, covariance_type="full", random_state=seed, max_iter=500).fit(deq(train)), deq
+
+
+def gmm_bits_per_dim(train: np.ndarray, test: np.ndarray, k: int = 10, seed: int = 0,
+                     per_patch: bool = False):
+    """Held-out bits/dim of a k-component full-covariance mixture fit to the dequantised train
+    patches (uint8 codes); the mean, or with ``per_patch`` the array of every test patch's."""
+    gm, deq = fit_mixture(train, k, seed)
+    D = train[0].size
     logp = gm.score_samples(deq(test)) + D * math.log(2.0 / 256.0)
     bpd = -logp / (D * math.log(2.0))
     return bpd if per_patch else float(bpd.mean())
@@ -175,17 +183,13 @@ def denoise_check(workdir, train: np.ndarray, n: int, seed: int = 0) -> dict:
     dequantised ``train`` patches, on the first ``n`` test patches (:func:`denoise_table`); prints a
     table and returns its rows."""
     import torch
-    from sklearn.mixture import GaussianMixture as SkMixture
 
     from score_sde import experiment as ex
     from score_sde.analytic import GaussianMixture
 
     run = ex.load_trained(workdir, device=torch.device("cpu"))
     codes, deq, _ = run.data.likelihood_data("test", n, 0, run.cfg.eval.num_points)
-    rng = np.random.default_rng(seed)
-    D = codes[0].numel()
-    tr = -1.0 + 2.0 * (train.reshape(len(train), -1).astype(np.float64) + rng.random((len(train), D))) / 256.0
-    sk = SkMixture(10, covariance_type="full", random_state=seed, max_iter=500).fit(tr)
+    sk, _ = fit_mixture(train, 10, seed)
     mixture = GaussianMixture(sk.means_, sk.covariances_, sk.weights_)
     rows = denoise_table(run.model.denoise, run.sde, codes, deq, mixture, seed=seed)
     flat = int((codes.reshape(len(codes), -1).double().std(1, correction=0) < 2).sum())
